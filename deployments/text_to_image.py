@@ -1,0 +1,41 @@
+"""One text-to-image model on one replica, with dynamic batching counted in images."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ray import serve
+
+from serve_app.config import ModelConfig
+from serve_app.models.engine import BatchResult, TextToImageEngine
+from serve_app.models.spec import GenerationResult, GenerationSpec
+
+
+def count_images(specs: list[GenerationSpec]) -> int:
+    return sum(spec.n for spec in specs)
+
+
+@serve.deployment(health_check_period_s=10, health_check_timeout_s=30)
+class TextToImage:
+    def __init__(self, model: ModelConfig, tiny_cache: str):
+        self.engine = TextToImageEngine(model, Path(tiny_cache))
+        self.engine.warmup()
+        self._run_batch.set_max_batch_size(model.batching.max_batch_size)
+        self._run_batch.set_batch_wait_timeout_s(model.batching.batch_wait_timeout_s)
+
+    async def generate(self, spec: GenerationSpec) -> GenerationResult:
+        result = await self._run_batch(spec)
+        if isinstance(result, Exception):
+            raise result
+        # Encoding runs outside the batch, so the next pipeline call need not wait for it.
+        images = await asyncio.to_thread(self.engine.encode, spec, result)
+        return GenerationResult(images=images, batch_images=result.batch_images)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05, batch_size_fn=count_images)
+    async def _run_batch(self, specs: list[GenerationSpec]) -> list[BatchResult | Exception]:
+        # The pipeline call leaves the event loop so health checks and queueing go on.
+        return await asyncio.to_thread(self.engine.run_batch, specs)
+
+    def health(self) -> dict:
+        return self.engine.health()

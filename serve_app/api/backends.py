@@ -1,0 +1,24 @@
+"""What the Gateway's serving logic needs from the other deployments.
+
+The Ray Serve Gateway passes handle adapters; tests may pass the same serve_app
+objects running in-process.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from serve_app.models.spec import GenerationResult, GenerationSpec
+from serve_app.prompts import PromptRequest, RenderedPrompt
+
+
+class PromptBackend(Protocol):
+    async def render(self, request: PromptRequest) -> RenderedPrompt: ...
+
+    async def listing(self) -> dict[str, list[dict[str, Any]]]: ...
+
+
+class ModelBackend(Protocol):
+    async def generate(self, spec: GenerationSpec) -> GenerationResult: ...
+
+    async def health(self) -> dict[str, Any]: ...

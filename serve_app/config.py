@@ -1,0 +1,151 @@
+"""The application's arguments: one pydantic model, validated before anything loads.
+
+Every file in `configs/` is a Ray Serve config whose `applications[].args` is an
+`AppConfig`. A bad config fails at startup with the field path in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater"}
+SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'768x512' -> (768, 512): width first, as the OpenAI API writes it."""
+    match = SIZE_PATTERN.match(size)
+    if not match:
+        raise ValueError(f"size must look like '1024x1024', got {size!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelDefaults(StrictModel):
+    size: str = "1024x1024"
+    steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(5.0, ge=0)
+    negative_prompt: str | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _valid_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+
+class ModelLimits(StrictModel):
+    max_n: int = Field(4, ge=1, le=10)
+    min_side: int = Field(64, ge=8)
+    max_side: int = Field(2048, ge=8)
+    max_pixels: int = Field(2048 * 2048, ge=64)
+    max_steps: int = Field(50, ge=1)
+    max_guidance_scale: float = Field(20.0, ge=0)
+    max_prompt_chars: int = Field(4000, ge=1)
+
+
+class BatchingConfig(StrictModel):
+    # Counted in images, not requests: a request for n images weighs n.
+    max_batch_size: int = Field(4, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(0.05, ge=0, le=5)
+
+
+class CustomWeights(StrictModel):
+    """A `.safetensors` state dict loaded into one pipeline component."""
+
+    path: str
+    component: str = "transformer"
+    # Refuse to serve when keys are missing or do not fit, instead of only reporting them.
+    strict: bool = False
+
+
+class ModelConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    task: Literal["text-to-image"] = "text-to-image"
+    family: Literal["stable-diffusion", "z-image", "glm-image"]
+    # A folder, a hub id, or `tiny:<family>` for a random-weight model built offline.
+    path: str
+    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    offload: Literal["none", "model", "sequential"] = "none"
+    compile: bool = False
+    description: str = ""
+    defaults: ModelDefaults = ModelDefaults()
+    limits: ModelLimits = ModelLimits()
+    batching: BatchingConfig = BatchingConfig()
+    custom_weights: CustomWeights | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_DEPLOYMENT_NAMES:
+            raise ValueError(f"{value!r} is the name of a built-in deployment")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.limits.max_n > self.batching.max_batch_size:
+            # Serve rejects a single item heavier than max_batch_size.
+            raise ValueError(
+                f"limits.max_n ({self.limits.max_n}) must not exceed "
+                f"batching.max_batch_size ({self.batching.max_batch_size})"
+            )
+        width, height = parse_size(self.defaults.size)
+        limits = self.limits
+        if not (limits.min_side <= min(width, height) and max(width, height) <= limits.max_side):
+            raise ValueError(f"defaults.size {self.defaults.size} is outside the model's limits")
+        if width * height > limits.max_pixels:
+            raise ValueError(f"defaults.size {self.defaults.size} exceeds limits.max_pixels")
+        if self.defaults.steps > limits.max_steps:
+            raise ValueError("defaults.steps exceeds limits.max_steps")
+        if self.path.startswith("tiny:") and self.path != f"tiny:{self.family}":
+            raise ValueError(f"path {self.path!r} does not match family {self.family!r}")
+        return self
+
+
+class StorageConfig(StrictModel):
+    kind: Literal["local"] = "local"
+    root: str = "./data/images"
+    # Secret for signing /files URLs. Unset: read from $IMAGE_SERVICE_SIGNING_SECRET,
+    # else a random key kept in <root>/.signing_key, shared by every local replica.
+    signing_secret: str | None = Field(None, min_length=16)
+    url_ttl_s: int = Field(3600, ge=10, le=7 * 24 * 3600)
+    # Absolute base for returned URLs (e.g. https://images.example.com); else the request's.
+    public_base_url: str | None = None
+
+
+class GatewayConfig(StrictModel):
+    max_request_bytes: int = Field(1 << 20, ge=1024)
+    # How long the Gateway waits for a model before answering 503.
+    model_timeout_s: float = Field(600, gt=0)
+
+
+class AppConfig(StrictModel):
+    models: list[ModelConfig] = Field(min_length=1)
+    templates_path: str = "configs/templates.yaml"
+    tiny_model_cache: str = "~/.cache/image-serving/tiny"
+    storage: StorageConfig = StorageConfig()
+    gateway: GatewayConfig = GatewayConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def resolve_path(self, path: str) -> Path:
+        """Relative paths in the config are relative to the working directory."""
+        return Path(path).expanduser().resolve()

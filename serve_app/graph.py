@@ -1,0 +1,35 @@
+"""build_app(args): the one place that composes the Ray Serve application.
+
+    Gateway ──▶ PromptTemplater
+            └─▶ one TextToImage deployment per model, named after the model
+
+Ops override any deployment's replicas, `num_gpus`, autoscaling and queue limits
+by that name in the `deployments:` section of the Serve config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from deployments.gateway import Gateway
+from deployments.prompt_templater import PromptTemplater
+from deployments.text_to_image import TextToImage
+from serve_app.config import AppConfig
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    # Validation happens here, before any replica starts or any model loads.
+    config = AppConfig.model_validate(args)
+    tiny_cache = str(config.resolve_path(config.tiny_model_cache))
+    templater = PromptTemplater.bind(str(config.resolve_path(config.templates_path)))
+    models = {
+        model.name: TextToImage.options(
+            name=model.name,
+            # Room for two full batches: one running, one forming.
+            max_ongoing_requests=max(2 * model.batching.max_batch_size, 8),
+        ).bind(model, tiny_cache)
+        for model in config.models
+    }
+    return Gateway.bind(config, templater, models)

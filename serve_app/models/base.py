@@ -1,0 +1,71 @@
+"""What every text-to-image family provides, and the one batched call they share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from serve_app.models.spec import GenerationSpec
+
+
+class TextToImageFamily:
+    """One diffusers pipeline family: how to build it tiny, load it, and call it for a batch."""
+
+    name: ClassVar[str]
+    # Width and height must be multiples of this (VAE factor times patch size).
+    size_multiple: ClassVar[int] = 8
+    supports_negative_prompt: ClassVar[bool] = True
+    # False where a batched item can differ from the same request run alone.
+    batch_equals_solo: ClassVar[bool] = True
+
+    def pipeline_class(self) -> type:
+        raise NotImplementedError
+
+    def build_tiny(self, folder: Path) -> None:
+        """Save a random-weight pipeline of this family's architecture to `folder`."""
+        raise NotImplementedError
+
+    def load(self, path: str | Path, torch_dtype: torch.dtype) -> Any:
+        return self.pipeline_class().from_pretrained(str(path), dtype=torch_dtype)
+
+    def call_arguments(
+        self, first: GenerationSpec, prompts: list[str], negative_prompts: list[str] | None
+    ) -> dict[str, Any]:
+        """Keyword arguments for one pipeline call; everything batch_key() covers is in `first`."""
+        return {
+            "prompt": prompts,
+            "negative_prompt": negative_prompts,
+            "height": first.height,
+            "width": first.width,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance_scale,
+        }
+
+    def generate(self, pipeline: Any, specs: list[GenerationSpec]) -> list[np.ndarray]:
+        """Run one pipeline call for specs that share a batch key.
+
+        Every image gets its own CPU generator seeded from its request, so the noise
+        it starts from does not depend on its neighbours in the batch or on the device.
+        Returns HxWx3 uint8 arrays, one per image, in request order.
+        """
+        first = specs[0]
+        if any(spec.batch_key() != first.batch_key() for spec in specs):
+            raise ValueError("specs in one pipeline call must share a batch key")
+        prompts = [spec.prompt for spec in specs for _ in spec.seeds]
+        negative_prompts = None
+        if any(spec.negative_prompt for spec in specs):
+            # An empty negative prompt is what the pipelines use when none is given.
+            negative_prompts = [spec.negative_prompt or "" for spec in specs for _ in spec.seeds]
+        generators = [
+            torch.Generator("cpu").manual_seed(seed) for spec in specs for seed in spec.seeds
+        ]
+        output = pipeline(
+            **self.call_arguments(first, prompts, negative_prompts),
+            generator=generators,
+            output_type="np",
+        )
+        images = np.asarray(output.images)
+        return list((images * 255).round().clip(0, 255).astype(np.uint8))

@@ -1,0 +1,124 @@
+"""A text-to-image model in one process: load once, run batches, encode results.
+
+The Ray deployment is a thin shell around this; tests drive it directly too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from serve_app.config import ModelConfig
+from serve_app.errors import ServiceUnavailableError
+from serve_app.images import encode_image
+from serve_app.models.loading import load_model
+from serve_app.models.spec import GeneratedImage, GenerationSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """One request's share of a batch."""
+
+    pixels: list[np.ndarray]
+    # How many images the pipeline call that made them held in total.
+    batch_images: int
+
+
+class TextToImageEngine:
+    def __init__(self, config: ModelConfig, tiny_cache: Path):
+        self.config = config
+        started = time.perf_counter()
+        self.model = load_model(config, tiny_cache)
+        self.load_seconds = time.perf_counter() - started
+        # One pipeline call at a time: diffusers pipelines are not re-entrant.
+        self._lock = threading.Lock()
+        logger.info("%s loaded on %s in %.2fs", config.name, self.model.device, self.load_seconds)
+
+    def run_batch(self, specs: list[GenerationSpec]) -> list[BatchResult | Exception]:
+        """Group specs by batch key, run one pipeline call per group, keep request order.
+
+        A group that fails gives its requests the exception; other groups still run.
+        """
+        groups: dict[tuple, list[int]] = {}
+        for index, spec in enumerate(specs):
+            # Families whose batched output depends on the neighbours run each request alone,
+            # so a request's images never depend on concurrent traffic.
+            key = spec.batch_key() if self.model.family.batch_equals_solo else (index,)
+            groups.setdefault(key, []).append(index)
+        results: list[BatchResult | Exception | None] = [None] * len(specs)
+        for indices in groups.values():
+            group = [specs[i] for i in indices]
+            try:
+                with self._lock:
+                    images = self.model.family.generate(self.model.pipeline, group)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                error = ServiceUnavailableError(
+                    f"model {self.config.name!r} ran out of GPU memory; retry with fewer or "
+                    "smaller images",
+                    code="model_out_of_memory",
+                )
+                for index in indices:
+                    results[index] = error
+                continue
+            except Exception as error:
+                logger.exception("%s: pipeline call failed", self.config.name)
+                for index in indices:
+                    results[index] = error
+                continue
+            total = len(images)
+            offset = 0
+            for index, spec in zip(indices, group, strict=True):
+                results[index] = BatchResult(images[offset : offset + spec.n], total)
+                offset += spec.n
+        return results  # type: ignore[return-value]
+
+    def warmup(self) -> None:
+        """One small call at the default size, so the first request pays no lazy init."""
+        width, height = (int(v) for v in self.config.defaults.size.split("x"))
+        spec = GenerationSpec(
+            "warm-up", None, width, height, 1, self.config.defaults.guidance_scale, (0,)
+        )
+        result = self.run_batch([spec])[0]
+        if isinstance(result, Exception):
+            raise result
+
+    @staticmethod
+    def encode(spec: GenerationSpec, result: BatchResult) -> list[GeneratedImage]:
+        return [
+            GeneratedImage(
+                encode_image(pixels, spec.output_format, spec.output_compression),
+                seed,
+                spec.width,
+                spec.height,
+            )
+            for pixels, seed in zip(result.pixels, spec.seeds, strict=True)
+        ]
+
+    def health(self) -> dict:
+        info = {
+            "model": self.config.name,
+            "family": self.config.family,
+            "device": self.model.device,
+            "dtype": self.model.dtype,
+            "load_seconds": round(self.load_seconds, 3),
+        }
+        if self.model.device == "cuda":
+            free, total = torch.cuda.mem_get_info()
+            info["gpu_memory"] = {
+                "allocated_bytes": torch.cuda.memory_allocated(),
+                "reserved_bytes": torch.cuda.memory_reserved(),
+                "free_bytes": free,
+                "total_bytes": total,
+            }
+        if self.model.weights_report is not None:
+            info["custom_weights"] = self.model.weights_report.summary()
+        return info

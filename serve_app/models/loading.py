@@ -1,0 +1,107 @@
+"""From a model entry to a ready pipeline: tiny builds, dtype, device, offload, compile,
+custom weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from serve_app.config import ModelConfig
+from serve_app.models.base import TextToImageFamily
+from serve_app.models.custom_weights import WeightsReport, load_custom_weights
+from serve_app.models.registry import family_for
+
+logger = logging.getLogger(__name__)
+
+# Bump when a tiny builder changes, so stale cached builds are not reused.
+TINY_BUILD_VERSION = "v1"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    pipeline: Any
+    family: TextToImageFamily
+    device: str
+    dtype: str
+    checkpoint: str
+    weights_report: WeightsReport | None = None
+
+
+def ensure_tiny_checkpoint(family: TextToImageFamily, cache_dir: Path) -> Path:
+    """Build the family's tiny model once; concurrent replicas race safely via rename."""
+    target = cache_dir / f"{family.name}-{TINY_BUILD_VERSION}"
+    if (target / "model_index.json").exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".build-{family.name}-"))
+    try:
+        family.build_tiny(staging)
+        os.rename(staging, target)
+    except OSError:
+        if not (target / "model_index.json").exists():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def pick_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was configured but no CUDA device is visible")
+    return setting
+
+
+def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
+    family = family_for(config.family)
+    if config.path.startswith("tiny:"):
+        checkpoint = str(ensure_tiny_checkpoint(family, tiny_cache))
+    else:
+        checkpoint = config.path  # a local folder or a hub id
+    device = pick_device(config.device)
+    dtype = config.dtype
+    if device == "cpu" and dtype != "float32":
+        # Half precision on CPU is slow or unsupported for several ops.
+        logger.warning("%s: %s on CPU, using float32 instead", config.name, dtype)
+        dtype = "float32"
+
+    pipeline = family.load(checkpoint, DTYPES[dtype])
+    pipeline.set_progress_bar_config(disable=True)
+
+    report = None
+    if config.custom_weights is not None:
+        report = _apply_custom_weights(pipeline, config)
+
+    if device == "cuda" and config.offload == "model":
+        pipeline.enable_model_cpu_offload()
+    elif device == "cuda" and config.offload == "sequential":
+        pipeline.enable_sequential_cpu_offload()
+    else:
+        pipeline.to(device)
+
+    if config.compile:
+        denoiser = "transformer" if hasattr(pipeline, "transformer") else "unet"
+        setattr(pipeline, denoiser, torch.compile(getattr(pipeline, denoiser)))
+    return LoadedModel(pipeline, family, device, dtype, checkpoint, report)
+
+
+def _apply_custom_weights(pipeline: Any, config: ModelConfig) -> WeightsReport:
+    weights = config.custom_weights
+    assert weights is not None
+    component = getattr(pipeline, weights.component, None)
+    if not isinstance(component, torch.nn.Module):
+        raise ValueError(f"{config.name}: pipeline has no component {weights.component!r}")
+    report = load_custom_weights(component, Path(weights.path).expanduser(), weights.component)
+    logger.info("%s: %s", config.name, report.summary())
+    if weights.strict and not report.clean:
+        raise ValueError(f"{config.name}: custom weights do not fit: {report.summary()}")
+    return report

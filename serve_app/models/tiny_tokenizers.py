@@ -1,0 +1,44 @@
+"""Byte-level tokenizers built in code, so tiny models need no hub download.
+
+With an empty merge list every byte is its own token: fine for random weights,
+and the tokenizers still save and load like a real checkpoint's.
+"""
+
+from __future__ import annotations
+
+from transformers import CLIPTokenizer, Qwen2Tokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _byte_symbols() -> list[str]:
+    return list(bytes_to_unicode().values())
+
+
+def clip_tokenizer() -> CLIPTokenizer:
+    symbols = _byte_symbols()
+    # CLIP's BPE marks the last symbol of each word with </w>.
+    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def qwen_tokenizer() -> Qwen2Tokenizer:
+    vocab = {s: i for i, s in enumerate(_byte_symbols())}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
