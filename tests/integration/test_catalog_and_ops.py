@@ -1,0 +1,45 @@
+"""Catalog and operations routes of the running application."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_models_list_each_model_with_its_task(client):
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    models = {card["id"]: card for card in body["data"]}
+    assert set(models) == {"z-image-tiny", "sd-tiny", "glm-image-tiny"}
+    assert all(card["task"] == "text-to-image" for card in models.values())
+    assert models["sd-tiny"]["max_n"] == 4
+    assert client.get("/v1/models/sd-tiny").json()["family"] == "stable-diffusion"
+    assert client.get("/v1/models/missing").status_code == 404
+
+
+def test_templates_and_styles_for_drop_downs(client):
+    templates = client.get("/v1/templates").json()["data"]
+    names = {template["name"] for template in templates}
+    assert {"product-main-shot", "product-scene-shot", "report-section-illustration"} <= names
+    main = next(t for t in templates if t["name"] == "product-main-shot")
+    assert main["variables"]["product_name"]["required"] is True
+    assert "prompt" not in main  # the template text stays server-side
+
+    styles = client.get("/v1/styles").json()
+    assert {"photorealistic", "anime", "oil-painting"} <= {s["name"] for s in styles["data"]}
+    assert any(brand["palette"] for brand in styles["brands"])
+
+
+def test_health_reports_models_and_replicas(client):
+    health = client.get("/v1/health").json()
+    assert health["status"] == "ok"
+    assert {m["model"] for m in health["models"]} == {"z-image-tiny", "sd-tiny", "glm-image-tiny"}
+    assert all(m["device"] == "cpu" for m in health["models"])
+    assert health["replicas"]["Gateway"]["replicas"]["RUNNING"] >= 1
+
+
+def test_docs_and_openapi(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "/v1/images/generations" in spec["paths"]

@@ -1,0 +1,156 @@
+"""The application's pydantic config: the real local.yaml validates, bad ones name the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.config import AppConfig, parse_size
+
+LOCAL_YAML = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_args() -> dict:
+    serve_config = yaml.safe_load(LOCAL_YAML.read_text())
+    return serve_config["applications"][0]["args"]
+
+
+@pytest.fixture
+def args(local_args) -> dict:
+    return copy.deepcopy(local_args)
+
+
+def validation_message(args: dict) -> str:
+    with pytest.raises(ValidationError) as info:
+        AppConfig.model_validate(args)
+    return str(info.value)
+
+
+def test_local_yaml_args_validate(local_args):
+    config = AppConfig.model_validate(local_args)
+    assert [m.name for m in config.models] == ["z-image-tiny", "sd-tiny"]
+    assert config.model("sd-tiny").family == "stable-diffusion"
+    assert config.model("missing") is None
+    assert config.storage.root == "./data/images"
+
+
+def test_every_local_deployment_is_a_model_or_builtin(local_args):
+    serve_config = yaml.safe_load(LOCAL_YAML.read_text())
+    config = AppConfig.model_validate(local_args)
+    deployments = {d["name"] for d in serve_config["applications"][0]["deployments"]}
+    assert deployments == {m.name for m in config.models} | {"Gateway", "PromptTemplater"}
+
+
+def test_config_is_frozen(local_args):
+    config = AppConfig.model_validate(local_args)
+    with pytest.raises(ValidationError):
+        config.templates_path = "elsewhere.yaml"
+
+
+def test_unknown_top_level_key_is_named(args):
+    args["templatez_path"] = "x"
+    message = validation_message(args)
+    assert "templatez_path" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_unknown_key_under_a_model_has_field_path(args):
+    args["models"][1]["limits"]["max_widht"] = 512
+    assert "models.1.limits.max_widht" in validation_message(args)
+
+
+def test_wrong_type_under_a_model_has_field_path(args):
+    args["models"][0]["batching"]["max_batch_size"] = "lots"
+    assert "models.0.batching.max_batch_size" in validation_message(args)
+
+
+def test_max_n_above_max_batch_size_is_refused(args):
+    args["models"][0]["limits"]["max_n"] = 9
+    message = validation_message(args)
+    assert "models.0" in message
+    assert "max_n (9)" in message and "max_batch_size (8)" in message
+
+
+def test_duplicate_model_names_are_refused(args):
+    args["models"][1]["name"] = "z-image-tiny"
+    args["models"][1]["family"] = "z-image"
+    args["models"][1]["path"] = "tiny:z-image"
+    message = validation_message(args)
+    assert "models" in message
+    assert "must be unique" in message and "z-image-tiny" in message
+
+
+@pytest.mark.parametrize("name", ["Gateway", "PromptTemplater"])
+def test_reserved_deployment_name_is_refused(args, name):
+    args["models"][0]["name"] = name
+    message = validation_message(args)
+    assert "models.0.name" in message
+    assert "built-in deployment" in message
+
+
+def test_tiny_path_must_match_family(args):
+    args["models"][0]["path"] = "tiny:stable-diffusion"
+    message = validation_message(args)
+    assert "models.0" in message
+    assert "does not match family" in message
+
+
+def test_unknown_family_is_named(args):
+    args["models"][0]["family"] = "dall-e"
+    assert "models.0.family" in validation_message(args)
+
+
+@pytest.mark.parametrize("size", ["1024x1024", "32x256"])
+def test_default_size_outside_limits_is_refused(args, size):
+    args["models"][1]["defaults"]["size"] = size
+    message = validation_message(args)
+    assert "models.1" in message
+    assert "outside the model's limits" in message
+
+
+def test_default_size_over_max_pixels_is_refused(args):
+    args["models"][0]["limits"]["max_pixels"] = 256 * 255
+    message = validation_message(args)
+    assert "models.0" in message and "max_pixels" in message
+
+
+def test_malformed_default_size_is_refused(args):
+    args["models"][0]["defaults"]["size"] = "big"
+    assert "models.0.defaults.size" in validation_message(args)
+
+
+def test_default_steps_over_max_steps_is_refused(args):
+    args["models"][0]["defaults"]["steps"] = 21
+    assert "max_steps" in validation_message(args)
+
+
+def test_models_must_not_be_empty(args):
+    args["models"] = []
+    assert "models" in validation_message(args)
+
+
+def test_short_signing_secret_is_refused(args):
+    args["storage"]["signing_secret"] = "short"
+    assert "storage.signing_secret" in validation_message(args)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [("1024x1024", (1024, 1024)), ("768x512", (768, 512)), ("64x99999", (64, 99999))],
+)
+def test_parse_size_is_width_first(size, expected):
+    assert parse_size(size) == expected
+
+
+@pytest.mark.parametrize(
+    "size", ["", "auto", "1024", "1024*1024", "1024X1024", "-1x10", "1x1", "123456x10",
+             " 64x64", "64x64 ", "64.0x64"]
+)
+def test_parse_size_rejects_garbage(size):
+    with pytest.raises(ValueError):
+        parse_size(size)
