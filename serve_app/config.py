@@ -18,7 +18,7 @@ SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 def parse_size(size: str) -> tuple[int, int]:
     """'768x512' -> (768, 512): width first, as the OpenAI API writes it."""
-    match = SIZE_PATTERN.match(size)
+    match = SIZE_PATTERN.fullmatch(size)
     if not match:
         raise ValueError(f"size must look like '1024x1024', got {size!r}")
     return int(match.group(1)), int(match.group(2))

@@ -64,7 +64,7 @@ def create_app(
     async def request_context(request: Request, call_next):
         given = request.headers.get("x-request-id", "")
         request.state.request_id = (
-            given if REQUEST_ID.match(given) else ("req_" + secrets.token_hex(12))
+            given if REQUEST_ID.fullmatch(given) else ("req_" + secrets.token_hex(12))
         )
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_body):

@@ -24,7 +24,16 @@ def size_from_aspect(hint: str, model: ModelConfig, multiple: int) -> tuple[int,
             rounded += multiple
         return rounded
 
-    return fit(hint_w * scale), fit(hint_h * scale)
+    width, height = fit(hint_w * scale), fit(hint_h * scale)
+    # Rounding each side to the nearest multiple can overshoot the pixel budget.
+    while width * height > limits.max_pixels:
+        if width >= height and width - multiple >= limits.min_side:
+            width -= multiple
+        elif height - multiple >= limits.min_side:
+            height -= multiple
+        else:
+            break
+    return width, height
 
 
 def check_size(width: int, height: int, model: ModelConfig, multiple: int) -> None:

@@ -32,7 +32,7 @@ def template_fields(text: str) -> list[str]:
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if not IDENTIFIER.match(field) or spec or conversion:
+        if not IDENTIFIER.fullmatch(field) or spec or conversion:
             shown = (
                 "{"
                 + field

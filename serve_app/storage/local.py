@@ -41,7 +41,7 @@ class LocalStorage:
 
     def path_for(self, key: str) -> Path | None:
         """The file behind a key, or None for a malformed or unknown key."""
-        if not KEY_PATTERN.match(key):
+        if not KEY_PATTERN.fullmatch(key):
             return None
         path = self.root / key
         return path if path.is_file() else None

@@ -26,7 +26,9 @@ class UrlSigner:
     def verify(self, key: str, expires: int, signature: str, now: float | None = None) -> bool:
         if expires < (now if now is not None else time.time()):
             return False
-        return hmac.compare_digest(self._signature(key, expires), signature)
+        # compare_digest raises on non-ASCII str; compare bytes instead.
+        given = signature.encode("utf-8", "replace")
+        return hmac.compare_digest(self._signature(key, expires).encode(), given)
 
 
 def secret_from_environment() -> bytes | None:

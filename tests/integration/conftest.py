@@ -31,17 +31,24 @@ def integration_app_args(tmp_root: Path) -> dict:
     args["gateway"] = {"max_request_bytes": 65536}
     for model in args["models"]:
         model["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
-    args["models"].append({
-        "name": "glm-image-tiny",
-        "family": "glm-image",
-        "path": "tiny:glm-image",
-        "dtype": "float32",
-        "device": "cpu",
-        "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 1.5},
-        "limits": {"max_n": 2, "min_side": 64, "max_side": 256, "max_pixels": 65536,
-                   "max_steps": 8},
-        "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.2},
-    })
+    args["models"].append(
+        {
+            "name": "glm-image-tiny",
+            "family": "glm-image",
+            "path": "tiny:glm-image",
+            "dtype": "float32",
+            "device": "cpu",
+            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 1.5},
+            "limits": {
+                "max_n": 2,
+                "min_side": 64,
+                "max_side": 256,
+                "max_pixels": 65536,
+                "max_steps": 8,
+            },
+            "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.2},
+        }
+    )
     return args
 
 

@@ -30,30 +30,49 @@ BAD_BODIES = [
     ({**GOOD, "template": "nope"}, 400, "template_not_found", "template"),
     ({**GOOD, "style": "nope"}, 400, "style_not_found", "style"),
     ({**GOOD, "brand": "nope"}, 400, "brand_not_found", "brand"),
-    ({**GOOD, "template": "product-main-shot"}, 400, "missing_variable",
-     "variables.product_name"),
-    ({**GOOD, "template": "product-main-shot", "variables": {"product_name": "x", "colour": "y"}},
-     400, "unknown_variable", "variables"),
+    ({**GOOD, "template": "product-main-shot"}, 400, "missing_variable", "variables.product_name"),
+    (
+        {
+            **GOOD,
+            "template": "product-main-shot",
+            "variables": {"product_name": "x", "colour": "y"},
+        },
+        400,
+        "unknown_variable",
+        "variables",
+    ),
     ({**GOOD, "variables": {"a": "b"}}, 400, "unexpected_variables", "variables"),
-    ({**GOOD, "brand": "acme-retail", "prompt": "the CHEAPEST kettle"}, 400, "banned_term",
-     "prompt"),
+    (
+        {**GOOD, "brand": "acme-retail", "prompt": "the CHEAPEST kettle"},
+        400,
+        "banned_term",
+        "prompt",
+    ),
     ({**GOOD, "prompt": "   "}, 400, "empty_prompt", "prompt"),
     ({**GOOD, "prompt": "x" * 4001}, 400, "prompt_too_long", "prompt"),
     ({"model": "sd-tiny", "size": "64x64"}, 400, "invalid_parameter", "prompt"),
-    ({**GOOD, "model": "glm-image-tiny", "negative_prompt": "blurry"}, 400,
-     "unsupported_parameter", "negative_prompt"),
+    (
+        {**GOOD, "model": "glm-image-tiny", "negative_prompt": "blurry"},
+        400,
+        "unsupported_parameter",
+        "negative_prompt",
+    ),
 ]
 
 
-@pytest.mark.parametrize("body, status, code, param", BAD_BODIES,
-                         ids=[f"{b[2]}-{i}" for i, b in enumerate(BAD_BODIES)])
+@pytest.mark.parametrize(
+    "body, status, code, param", BAD_BODIES, ids=[f"{b[2]}-{i}" for i, b in enumerate(BAD_BODIES)]
+)
 def test_bad_generation_requests(client, body, status, code, param):
     assert_error(client.post("/v1/images/generations", json=body), status, code, param)
 
 
 def test_malformed_json(client):
-    response = client.post("/v1/images/generations", content=b'{"prompt": "x",',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/images/generations",
+        content=b'{"prompt": "x",',
+        headers={"content-type": "application/json"},
+    )
     assert_error(response, 400, "invalid_json")
 
 
@@ -62,8 +81,11 @@ def test_body_that_is_not_an_object(client):
 
 
 def test_body_over_the_limit_is_413(client):
-    assert_error(client.post("/v1/images/generations", json={**GOOD, "prompt": "x" * 70000}),
-                 413, "body_too_large")
+    assert_error(
+        client.post("/v1/images/generations", json={**GOOD, "prompt": "x" * 70000}),
+        413,
+        "body_too_large",
+    )
 
 
 def test_chunked_body_over_the_limit_is_refused(client):
@@ -73,8 +95,9 @@ def test_chunked_body_over_the_limit_is_refused(client):
             yield b"x" * 1024
         yield b'"}'
 
-    response = client.post("/v1/images/generations", content=chunks(),
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/images/generations", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code in (400, 413)
     assert "error" in response.json()
 
@@ -93,8 +116,11 @@ def test_expired_or_unsigned_file_links(client):
 def test_service_healthy_after_bad_input(client):
     for body, *_ in BAD_BODIES[:5]:
         client.post("/v1/images/generations", json=body)
-    client.post("/v1/images/generations", content=b"\xff\xfe garbage",
-                headers={"content-type": "application/json"})
+    client.post(
+        "/v1/images/generations",
+        content=b"\xff\xfe garbage",
+        headers={"content-type": "application/json"},
+    )
     health = client.get("/v1/health")
     assert health.status_code == 200
     assert health.json()["status"] == "ok"

@@ -56,9 +56,11 @@ def test_glm_image_requests_never_share_a_call(client):
     request = {"prompt": "a glass vase", "seed": 7, "n": 1}
     alone, _ = generate(client, "glm-image-tiny", request)
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(
-            lambda r: generate(client, "glm-image-tiny", r),
-            [request, {**request, "seed": 8}, {**request, "prompt": "a tin robot"}],
-        ))
+        results = list(
+            pool.map(
+                lambda r: generate(client, "glm-image-tiny", r),
+                [request, {**request, "seed": 8}, {**request, "prompt": "a tin robot"}],
+            )
+        )
     assert all(batch == 1 for _, batch in results)
     assert np.array_equal(alone[0], results[0][0][0])

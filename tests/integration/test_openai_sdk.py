@@ -16,8 +16,12 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("model", ["z-image-tiny", "sd-tiny", "glm-image-tiny"])
 def test_generate_b64_gives_n_images_of_the_asked_size(openai_client, model):
     result = openai_client.images.generate(
-        model=model, prompt="a ceramic mug on a desk", n=2, size="128x64",
-        response_format="b64_json", extra_body={"steps": 2},
+        model=model,
+        prompt="a ceramic mug on a desk",
+        n=2,
+        size="128x64",
+        response_format="b64_json",
+        extra_body={"steps": 2},
     )
     assert len(result.data) == 2
     for item in result.data:
@@ -32,7 +36,11 @@ def test_generate_b64_gives_n_images_of_the_asked_size(openai_client, model):
 
 def test_generate_url_serves_signed_files(openai_client):
     result = openai_client.images.generate(
-        model="sd-tiny", prompt="a lighthouse", n=2, size="64x64", response_format="url",
+        model="sd-tiny",
+        prompt="a lighthouse",
+        n=2,
+        size="64x64",
+        response_format="url",
         extra_body={"seed": 11, "steps": 2},
     )
     assert len(result.data) == 2
@@ -47,20 +55,32 @@ def test_generate_url_serves_signed_files(openai_client):
 
 def test_fixed_seed_gives_identical_bytes(openai_client):
     def once():
-        return openai_client.images.generate(
-            model="z-image-tiny", prompt="same seed, same picture", size="64x64",
-            extra_body={"seed": 1234, "steps": 2},
-        ).data[0].b64_json
+        return (
+            openai_client.images.generate(
+                model="z-image-tiny",
+                prompt="same seed, same picture",
+                size="64x64",
+                extra_body={"seed": 1234, "steps": 2},
+            )
+            .data[0]
+            .b64_json
+        )
 
     assert once() == once()
 
 
 def test_other_seed_gives_other_image(openai_client):
     def with_seed(seed):
-        return openai_client.images.generate(
-            model="z-image-tiny", prompt="seeded", size="64x64",
-            extra_body={"seed": seed, "steps": 2},
-        ).data[0].b64_json
+        return (
+            openai_client.images.generate(
+                model="z-image-tiny",
+                prompt="seeded",
+                size="64x64",
+                extra_body={"seed": seed, "steps": 2},
+            )
+            .data[0]
+            .b64_json
+        )
 
     assert with_seed(1) != with_seed(2)
 
@@ -68,8 +88,12 @@ def test_other_seed_gives_other_image(openai_client):
 @pytest.mark.parametrize("output_format, pil_format", [("jpeg", "JPEG"), ("webp", "WEBP")])
 def test_output_formats(openai_client, output_format, pil_format):
     result = openai_client.images.generate(
-        model="sd-tiny", prompt="format check", size="96x64", output_format=output_format,
-        output_compression=80, extra_body={"steps": 2},
+        model="sd-tiny",
+        prompt="format check",
+        size="96x64",
+        output_format=output_format,
+        output_compression=80,
+        extra_body={"steps": 2},
     )
     image = decode(result.data[0].b64_json)
     assert (image.format, image.size) == (pil_format, (96, 64))
@@ -94,7 +118,9 @@ def test_sdk_errors_are_typed_with_useful_messages(openai_client):
 
 def test_template_style_and_brand(openai_client):
     result = openai_client.images.generate(
-        model="sd-tiny", prompt="", size="64x64",
+        model="sd-tiny",
+        prompt="",
+        size="64x64",
         extra_body={
             "template": "product-main-shot",
             "variables": {"product_name": "a walnut desk lamp"},

@@ -148,8 +148,20 @@ def test_parse_size_is_width_first(size, expected):
 
 
 @pytest.mark.parametrize(
-    "size", ["", "auto", "1024", "1024*1024", "1024X1024", "-1x10", "1x1", "123456x10",
-             " 64x64", "64x64 ", "64.0x64"]
+    "size",
+    [
+        "",
+        "auto",
+        "1024",
+        "1024*1024",
+        "1024X1024",
+        "-1x10",
+        "1x1",
+        "123456x10",
+        " 64x64",
+        "64x64 ",
+        "64.0x64",
+    ],
 )
 def test_parse_size_rejects_garbage(size):
     with pytest.raises(ValueError):

@@ -1,0 +1,108 @@
+"""The text-to-image engine in-process (no Ray): loading, custom weights, batch grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from serve_app.config import ModelConfig
+from serve_app.models.engine import TextToImageEngine
+from serve_app.models.spec import GenerationSpec
+
+
+def tiny_sd(**overrides) -> ModelConfig:
+    return ModelConfig.model_validate(
+        {
+            "name": "sd-unit",
+            "family": "stable-diffusion",
+            "path": "tiny:stable-diffusion",
+            "dtype": "float32",
+            "device": "cpu",
+            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 5.0},
+            "limits": {"max_n": 4, "min_side": 64, "max_side": 256, "max_pixels": 65536},
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(cache):
+    return TextToImageEngine(tiny_sd(), cache)
+
+
+def spec(prompt="a cup", width=64, height=64, seeds=(1,), steps=2) -> GenerationSpec:
+    return GenerationSpec(prompt, None, width, height, steps, 5.0, tuple(seeds))
+
+
+def test_tiny_build_is_reused_and_identical_across_loads(engine, cache):
+    again = TextToImageEngine(tiny_sd(), cache)
+    first = engine.run_batch([spec(seeds=(5,))])[0].pixels[0]
+    second = again.run_batch([spec(seeds=(5,))])[0].pixels[0]
+    assert np.array_equal(first, second)
+    assert len(list(cache.iterdir())) == 1  # built once, no leftover staging folders
+
+
+def test_mixed_sizes_run_as_separate_calls_in_request_order(engine):
+    results = engine.run_batch(
+        [
+            spec(seeds=(1, 2)),
+            spec(width=128, seeds=(3,)),
+            spec(seeds=(4,)),
+        ]
+    )
+    assert [r.batch_images for r in results] == [3, 1, 3]
+    assert [len(r.pixels) for r in results] == [2, 1, 1]
+    assert results[1].pixels[0].shape == (64, 128, 3)
+    assert results[0].pixels[0].shape == (64, 64, 3)
+
+
+def test_failing_group_does_not_fail_the_others(engine):
+    results = engine.run_batch([spec(width=70), spec()])  # 70 is no multiple of 8
+    assert isinstance(results[0], ValueError)
+    assert not isinstance(results[1], Exception)
+    assert results[1].pixels[0].shape == (64, 64, 3)
+
+
+def test_encode_gives_one_file_per_image_with_its_seed(engine):
+    request = spec(seeds=(8, 9))
+    images = engine.encode(request, engine.run_batch([request])[0])
+    assert [image.seed for image in images] == [8, 9]
+    assert all(image.data.startswith(b"\x89PNG") for image in images)
+
+
+def test_custom_weights_load_into_the_unet_with_prefixes_stripped(engine, cache, tmp_path):
+    unet = engine.model.pipeline.unet.state_dict()
+    changed = {f"model.diffusion_model.{k}": torch.full_like(v, 0.01) for k, v in unet.items()}
+    dropped = sorted(changed)[0]
+    del changed[dropped]
+    changed["model.diffusion_model.extra.weight"] = torch.zeros(3)
+    path = tmp_path / "style.safetensors"
+    save_file(changed, str(path))
+
+    custom = TextToImageEngine(
+        tiny_sd(custom_weights={"path": str(path), "component": "unet"}), cache
+    )
+    report = custom.model.weights_report
+    assert report.loaded == len(unet) - 1
+    assert report.missing == [dropped.removeprefix("model.diffusion_model.")]
+    assert report.unexpected == ["model.diffusion_model.extra.weight"]
+    loaded = custom.model.pipeline.unet.state_dict()
+    key = sorted(unet)[1]
+    assert torch.all(loaded[key] == 0.01)
+    assert "custom_weights" in custom.health()
+
+
+def test_strict_custom_weights_refuse_a_partial_file(cache, tmp_path):
+    path = tmp_path / "partial.safetensors"
+    save_file({"conv_in.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(ValueError, match="do not fit"):
+        TextToImageEngine(
+            tiny_sd(custom_weights={"path": str(path), "component": "unet", "strict": True}), cache
+        )
