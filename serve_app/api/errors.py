@@ -99,7 +99,26 @@ async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
     )
 
 
+def _service_error_cause(exc: BaseException) -> ServiceError | None:
+    seen = 0
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and seen < 8:
+        if isinstance(cause, ServiceError):
+            return cause
+        if isinstance(cause, BaseExceptionGroup):
+            inner = [e for e in cause.exceptions if isinstance(e, ServiceError)]
+            if inner:
+                return inner[0]
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    cause = _service_error_cause(exc)
+    if cause is not None:
+        # FastAPI wraps errors raised while reading the body (e.g. the streamed size cap).
+        return await _service_error(request, cause)
     messages = {404: "no such route", 405: "method not allowed"}
     message = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "error")
     if exc.status_code == 404 and exc.detail == "Not Found":

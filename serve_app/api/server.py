@@ -98,7 +98,7 @@ def create_app(
     async def get_model(model_id: str):
         card = next((c for c in service.list_models().data if c.id == model_id), None)
         if card is None:
-            service._model(model_id)  # raises the envelope's model_not_found
+            service.resolve_model(model_id)  # raises model_not_found
         return card
 
     @app.get("/v1/templates", tags=["catalog"])

@@ -48,7 +48,7 @@ class GatewayService:
     async def generate_images(
         self, body: ImageGenerationRequest, base_url: str
     ) -> tuple[ImagesResponse, GenerationResult]:
-        model = self._model(body.model)
+        model = self.resolve_model(body.model)
         limits = model.limits
         if body.n > limits.max_n:
             raise InvalidRequestError(
@@ -142,7 +142,7 @@ class GatewayService:
             return await asyncio.wait_for(
                 self.models[model.name].generate(spec), self.config.gateway.model_timeout_s
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceUnavailableError(
                 f"model {model.name!r} did not answer in time", code="model_timeout"
             ) from None
@@ -180,7 +180,7 @@ class GatewayService:
         expires, signature = self.signer.sign(key)
         return f"{base}/files/{key}?expires={expires}&sig={signature}"
 
-    def _model(self, name: str | None) -> ModelConfig:
+    def resolve_model(self, name: str | None) -> ModelConfig:
         if name is None:
             return self.config.models[0]
         model = self.config.model(name)
