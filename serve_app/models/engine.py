@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serve_app.config import ModelConfig
+from serve_app.config import ModelConfig, parse_size
 from serve_app.errors import ServiceUnavailableError
 from serve_app.images import encode_image
 from serve_app.models.loading import load_model
@@ -83,7 +83,7 @@ class TextToImageEngine:
 
     def warmup(self) -> None:
         """One small call at the default size, so the first request pays no lazy init."""
-        width, height = (int(v) for v in self.config.defaults.size.split("x"))
+        width, height = parse_size(self.config.defaults.size)
         spec = GenerationSpec(
             "warm-up", None, width, height, 1, self.config.defaults.guidance_scale, (0,)
         )

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
     GlmImagePipeline,
     GlmImageTransformer2DModel,
@@ -33,6 +32,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from serve_app.models.base import TextToImageFamily
 from serve_app.models.spec import GenerationSpec
+from serve_app.models.tiny_vae import tiny_vae
 
 # Image tokens the tiny AR model can write; the real codebook has 16384.
 CODEBOOK_SIZE = 64
@@ -187,19 +187,8 @@ class GlmImageFamily(TextToImageFamily):
             prior_vq_quantizer_codebook_size=CODEBOOK_SIZE,
         )
         # Four blocks like the real VAE, so the 8x spatial factor is the real one.
-        vae = AutoencoderKL(
-            block_out_channels=(8, 8, 8, 8),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=16,
-            norm_num_groups=4,
-            layers_per_block=1,
-            # The pipeline un-normalises latents with these before decoding.
-            latents_mean=[0.0] * 16,
-            latents_std=[1.0] * 16,
-        )
+        # The pipeline un-normalises latents with these before decoding.
+        vae = tiny_vae(latent_channels=16, latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
         # The pipeline passes a resolution-dependent `mu` built from these shift settings.
         scheduler = FlowMatchEulerDiscreteScheduler(
             use_dynamic_shifting=True,

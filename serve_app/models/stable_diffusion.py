@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     AutoPipelineForText2Image,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
@@ -17,6 +16,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from serve_app.models.base import TextToImageFamily
 from serve_app.models.tiny_tokenizers import clip_tokenizer
+from serve_app.models.tiny_vae import tiny_vae
 
 
 class StableDiffusionFamily(TextToImageFamily):
@@ -54,17 +54,7 @@ class StableDiffusionFamily(TextToImageFamily):
             attention_head_dim=8,
             norm_num_groups=32,
         )
-        # Four blocks like the real VAE, so the 8x spatial factor is the real one.
-        vae = AutoencoderKL(
-            block_out_channels=(8, 8, 8, 8),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            norm_num_groups=4,
-            layers_per_block=1,
-        )
+        vae = tiny_vae(latent_channels=4)
         scheduler = EulerDiscreteScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
         )

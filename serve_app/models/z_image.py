@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
     ZImagePipeline,
     ZImageTransformer2DModel,
@@ -17,6 +16,7 @@ from transformers import Qwen3Config, Qwen3Model
 from serve_app.models.base import TextToImageFamily
 from serve_app.models.spec import GenerationSpec
 from serve_app.models.tiny_tokenizers import qwen_tokenizer
+from serve_app.models.tiny_vae import tiny_vae
 
 
 class ZImageFamily(TextToImageFamily):
@@ -67,18 +67,7 @@ class ZImageFamily(TextToImageFamily):
             axes_dims=[4, 6, 6],
             axes_lens=[256, 128, 128],
         )
-        vae = AutoencoderKL(
-            block_out_channels=(8, 8, 8, 8),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=16,
-            norm_num_groups=4,
-            layers_per_block=1,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
-        )
+        vae = tiny_vae(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159)
         scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
         pipeline = ZImagePipeline(
             scheduler=scheduler,
