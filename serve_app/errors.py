@@ -43,6 +43,11 @@ class PayloadTooLargeError(ServiceError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+    error_type = "invalid_request_error"
+
+
 class ServiceUnavailableError(ServiceError):
     status_code = 503
     error_type = "service_unavailable_error"
