@@ -14,7 +14,7 @@ from serve_app.api.server import create_app
 from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
 from serve_app.errors import ServiceError, ServiceUnavailableError
-from serve_app.models.spec import GenerationResult, GenerationSpec
+from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
 from serve_app.storage import LocalStorage, UrlSigner
 from serve_app.storage.signing import secret_from_environment
@@ -55,8 +55,8 @@ class HandleModelBackend:
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
 
-    async def generate(self, spec: GenerationSpec) -> GenerationResult:
-        return await _call(self.handle.generate, spec)
+    async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult:
+        return await _call(self.handle.run, spec)
 
     async def health(self) -> dict[str, Any]:
         return await _call(self.handle.health)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve_app.models.registry import FAMILY_TASKS
+
 RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater"}
 SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
@@ -33,6 +35,8 @@ class ModelDefaults(StrictModel):
     steps: int = Field(30, ge=1)
     guidance_scale: float = Field(5.0, ge=0)
     negative_prompt: str | None = None
+    # InstructPix2Pix only: how closely the edit keeps to the input image.
+    image_guidance_scale: float | None = Field(None, ge=0)
 
     @field_validator("size")
     @classmethod
@@ -66,10 +70,26 @@ class CustomWeights(StrictModel):
     strict: bool = False
 
 
+Task = Literal["text-to-image", "image-edit"]
+Family = Literal[
+    "stable-diffusion",
+    "z-image",
+    "glm-image",
+    "instruct-pix2pix",
+    "qwen-image-edit",
+    "qwen-image-edit-plus",
+    "longcat-image-edit",
+]
+
+
 class ModelConfig(StrictModel):
+    """One model = one deployment. For edit models `defaults.size` sets the working area:
+    input images are scaled, aspect kept, to about that many pixels."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    task: Literal["text-to-image"] = "text-to-image"
-    family: Literal["stable-diffusion", "z-image", "glm-image"]
+    # Follows from the family; stating it only guards against a mismatch.
+    task: Task | None = None
+    family: Family
     # A folder, a hub id, or `tiny:<family>` for a random-weight model built offline.
     path: str
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
@@ -88,6 +108,16 @@ class ModelConfig(StrictModel):
         if value in RESERVED_DEPLOYMENT_NAMES:
             raise ValueError(f"{value!r} is the name of a built-in deployment")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_from_family(cls, data):
+        if isinstance(data, dict) and data.get("family") in FAMILY_TASKS:
+            task = FAMILY_TASKS[data["family"]]
+            if data.get("task", task) != task:
+                raise ValueError(f"family {data['family']!r} serves task {task!r}")
+            data = {**data, "task": task}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -123,8 +153,31 @@ class StorageConfig(StrictModel):
 
 class GatewayConfig(StrictModel):
     max_request_bytes: int = Field(1 << 20, ge=1024)
+    # Bodies that carry images (edits): uploads or base64/data URLs.
+    max_upload_bytes: int = Field(64 << 20, ge=1024)
     # How long the Gateway waits for a model before answering 503.
     model_timeout_s: float = Field(600, gt=0)
+
+
+class FetchConfig(StrictModel):
+    """Image URLs in requests: only public https hosts, unless listed here."""
+
+    allow_http: bool = False
+    # "host" or "host:port" exempt from the public-address rule (internal image stores).
+    # Listed hosts may also use http.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    max_redirects: int = Field(3, ge=0, le=3)
+
+
+class ImageInputConfig(StrictModel):
+    """Limits on every image a request brings (upload, base64, data URL or URL)."""
+
+    max_bytes: int = Field(20 << 20, ge=1024)
+    # Checked from the file header, before any pixel is decoded.
+    max_pixels: int = Field(40_000_000, ge=64 * 64)
+    max_side: int = Field(10_000, ge=64)
+    fetch: FetchConfig = FetchConfig()
 
 
 class AppConfig(StrictModel):
@@ -133,6 +186,7 @@ class AppConfig(StrictModel):
     tiny_model_cache: str = "~/.cache/image-serving/tiny"
     storage: StorageConfig = StorageConfig()
     gateway: GatewayConfig = GatewayConfig()
+    images: ImageInputConfig = ImageInputConfig()
 
     @field_validator("models")
     @classmethod

@@ -1,7 +1,8 @@
 """build_app(args): the one place that composes the Ray Serve application.
 
     Gateway ──▶ PromptTemplater
-            └─▶ one TextToImage deployment per model, named after the model
+            └─▶ one ModelReplica deployment per model (text-to-image or edit),
+                named after the model
 
 Ops override any deployment's replicas, `num_gpus`, autoscaling and queue limits
 by that name in the `deployments:` section of the Serve config.
@@ -14,8 +15,8 @@ from typing import Any
 from ray.serve import Application
 
 from deployments.gateway import Gateway
+from deployments.model_replica import ModelReplica
 from deployments.prompt_templater import PromptTemplater
-from deployments.text_to_image import TextToImage
 from serve_app.config import AppConfig
 
 
@@ -25,7 +26,7 @@ def build_app(args: dict[str, Any]) -> Application:
     tiny_cache = str(config.resolve_path(config.tiny_model_cache))
     templater = PromptTemplater.bind(str(config.resolve_path(config.templates_path)))
     models = {
-        model.name: TextToImage.options(
+        model.name: ModelReplica.options(
             name=model.name,
             # Room for two full batches: one running, one forming.
             max_ongoing_requests=max(2 * model.batching.max_batch_size, 8),

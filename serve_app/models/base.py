@@ -15,11 +15,14 @@ class TextToImageFamily:
     """One diffusers pipeline family: how to build it tiny, load it, and call it for a batch."""
 
     name: ClassVar[str]
+    task: ClassVar[str] = "text-to-image"
     # Width and height must be multiples of this (VAE factor times patch size).
     size_multiple: ClassVar[int] = 8
     supports_negative_prompt: ClassVar[bool] = True
     # False where a batched item can differ from the same request run alone.
     batch_equals_solo: ClassVar[bool] = True
+    # Every text-to-image pipeline takes a list of prompts.
+    batches_requests: ClassVar[bool] = True
 
     def pipeline_class(self) -> type:
         raise NotImplementedError
@@ -44,7 +47,7 @@ class TextToImageFamily:
             "guidance_scale": first.guidance_scale,
         }
 
-    def generate(self, pipeline: Any, specs: list[GenerationSpec]) -> list[np.ndarray]:
+    def run(self, pipeline: Any, specs: list[GenerationSpec]) -> list[np.ndarray]:
         """Run one pipeline call for specs that share a batch key.
 
         Every image gets its own CPU generator seeded from its request, so the noise

@@ -1,4 +1,4 @@
-"""A text-to-image model in one process: load once, run batches, encode results.
+"""A model in one process: load once, run batches, encode results.
 
 The Ray deployment is a thin shell around this; tests drive it directly too.
 """
@@ -18,7 +18,7 @@ from serve_app.config import ModelConfig, parse_size
 from serve_app.errors import ServiceUnavailableError
 from serve_app.images import encode_image
 from serve_app.models.loading import load_model
-from serve_app.models.spec import GeneratedImage, GenerationSpec
+from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,12 @@ class BatchResult:
     batch_images: int
 
 
-class TextToImageEngine:
+ModelSpec = GenerationSpec | EditSpec
+
+
+class ModelEngine:
+    """Text-to-image and edit models alike: the family decides what one call does."""
+
     def __init__(self, config: ModelConfig, tiny_cache: Path):
         self.config = config
         started = time.perf_counter()
@@ -42,23 +47,25 @@ class TextToImageEngine:
         self._lock = threading.Lock()
         logger.info("%s loaded on %s in %.2fs", config.name, self.model.device, self.load_seconds)
 
-    def run_batch(self, specs: list[GenerationSpec]) -> list[BatchResult | Exception]:
+    def run_batch(self, specs: list[ModelSpec]) -> list[BatchResult | Exception]:
         """Group specs by batch key, run one pipeline call per group, keep request order.
 
         A group that fails gives its requests the exception; other groups still run.
         """
+        family = self.model.family
+        # Families whose batched output depends on the neighbours, or whose pipeline takes
+        # one prompt per call, run each request alone.
+        shares_calls = family.batch_equals_solo and family.batches_requests
         groups: dict[tuple, list[int]] = {}
         for index, spec in enumerate(specs):
-            # Families whose batched output depends on the neighbours run each request alone,
-            # so a request's images never depend on concurrent traffic.
-            key = spec.batch_key() if self.model.family.batch_equals_solo else (index,)
+            key = spec.batch_key() if shares_calls else (index,)
             groups.setdefault(key, []).append(index)
         results: list[BatchResult | Exception | None] = [None] * len(specs)
         for indices in groups.values():
             group = [specs[i] for i in indices]
             try:
                 with self._lock:
-                    images = self.model.family.generate(self.model.pipeline, group)
+                    images = family.run(self.model.pipeline, group)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 error = ServiceUnavailableError(
@@ -84,21 +91,25 @@ class TextToImageEngine:
     def warmup(self) -> None:
         """One small call at the default size, so the first request pays no lazy init."""
         width, height = parse_size(self.config.defaults.size)
-        spec = GenerationSpec(
-            "warm-up", None, width, height, 1, self.config.defaults.guidance_scale, (0,)
-        )
+        defaults = self.config.defaults
+        spec: ModelSpec
+        if self.model.family.task == "image-edit":
+            gray = np.full((height, width, 3), 128, dtype=np.uint8)
+            spec = EditSpec("warm-up", None, (gray,), None, 1, defaults.guidance_scale, None, (0,))
+        else:
+            spec = GenerationSpec("warm-up", None, width, height, 1, defaults.guidance_scale, (0,))
         result = self.run_batch([spec])[0]
         if isinstance(result, Exception):
             raise result
 
     @staticmethod
-    def encode(spec: GenerationSpec, result: BatchResult) -> list[GeneratedImage]:
+    def encode(spec: ModelSpec, result: BatchResult) -> list[GeneratedImage]:
         return [
             GeneratedImage(
                 encode_image(pixels, spec.output_format, spec.output_compression),
                 seed,
-                spec.width,
-                spec.height,
+                width=pixels.shape[1],
+                height=pixels.shape[0],
             )
             for pixels, seed in zip(result.pixels, spec.seeds, strict=True)
         ]
@@ -107,6 +118,7 @@ class TextToImageEngine:
         info = {
             "model": self.config.name,
             "family": self.config.family,
+            "task": self.model.family.task,
             "device": self.model.device,
             "dtype": self.model.dtype,
             "load_seconds": round(self.load_seconds, 3),

@@ -1,8 +1,10 @@
-"""What the Gateway asks of a text-to-image replica: one plain, picklable object per request."""
+"""What the Gateway asks of a model replica: one plain, picklable object per request."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,44 @@ class GenerationResult:
     images: list[GeneratedImage]
     # Images in the pipeline call this request shared (1 = ran alone).
     batch_images: int
+
+
+@dataclass(frozen=True, eq=False)
+class EditSpec:
+    """One edit request, its images already decoded and sized by the Gateway."""
+
+    prompt: str
+    negative_prompt: str | None
+    # HxWx3 uint8 arrays; the first sets the output size.
+    images: tuple[np.ndarray, ...]
+    # HxW uint8 at the first image's size, 255 where the edit may change pixels.
+    mask: np.ndarray | None
+    steps: int
+    guidance_scale: float
+    # How closely InstructPix2Pix keeps to the input image; other families ignore it.
+    image_guidance_scale: float | None
+    seeds: tuple[int, ...]
+    output_format: str = "png"
+    output_compression: int | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def width(self) -> int:
+        return int(self.images[0].shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.images[0].shape[0])
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share one pipeline call: same image shapes,
+        same schedule, same guidance (CFG on/off follows from it)."""
+        return (
+            tuple(image.shape for image in self.images),
+            self.steps,
+            self.guidance_scale,
+            self.image_guidance_scale,
+        )

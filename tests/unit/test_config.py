@@ -33,8 +33,17 @@ def validation_message(args: dict) -> str:
 
 def test_local_yaml_args_validate(local_args):
     config = AppConfig.model_validate(local_args)
-    assert [m.name for m in config.models] == ["z-image-tiny", "sd-tiny"]
+    assert [m.name for m in config.models] == [
+        "z-image-tiny",
+        "sd-tiny",
+        "pix2pix-tiny",
+        "qwen-edit-tiny",
+        "qwen-edit-plus-tiny",
+        "longcat-edit-tiny",
+    ]
     assert config.model("sd-tiny").family == "stable-diffusion"
+    assert config.model("sd-tiny").task == "text-to-image"
+    assert config.model("qwen-edit-tiny").task == "image-edit"
     assert config.model("missing") is None
     assert config.storage.root == "./data/images"
 
@@ -166,3 +175,11 @@ def test_parse_size_is_width_first(size, expected):
 def test_parse_size_rejects_garbage(size):
     with pytest.raises(ValueError):
         parse_size(size)
+
+
+def test_task_follows_family_and_a_contradiction_fails(local_args):
+    edit = {"name": "e", "family": "longcat-image-edit", "path": "tiny:longcat-image-edit"}
+    local_args["models"] = [edit]
+    assert AppConfig.model_validate(local_args).models[0].task == "image-edit"
+    local_args["models"] = [{**edit, "task": "text-to-image"}]
+    assert "serves task 'image-edit'" in validation_message(local_args)

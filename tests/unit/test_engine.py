@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from serve_app.config import ModelConfig
-from serve_app.models.engine import TextToImageEngine
+from serve_app.models.engine import ModelEngine
 from serve_app.models.spec import GenerationSpec
 
 
@@ -34,7 +34,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(cache):
-    return TextToImageEngine(tiny_sd(), cache)
+    return ModelEngine(tiny_sd(), cache)
 
 
 def spec(prompt="a cup", width=64, height=64, seeds=(1,), steps=2) -> GenerationSpec:
@@ -42,7 +42,7 @@ def spec(prompt="a cup", width=64, height=64, seeds=(1,), steps=2) -> Generation
 
 
 def test_tiny_build_is_reused_and_identical_across_loads(engine, cache):
-    again = TextToImageEngine(tiny_sd(), cache)
+    again = ModelEngine(tiny_sd(), cache)
     first = engine.run_batch([spec(seeds=(5,))])[0].pixels[0]
     second = again.run_batch([spec(seeds=(5,))])[0].pixels[0]
     assert np.array_equal(first, second)
@@ -86,9 +86,7 @@ def test_custom_weights_load_into_the_unet_with_prefixes_stripped(engine, cache,
     path = tmp_path / "style.safetensors"
     save_file(changed, str(path))
 
-    custom = TextToImageEngine(
-        tiny_sd(custom_weights={"path": str(path), "component": "unet"}), cache
-    )
+    custom = ModelEngine(tiny_sd(custom_weights={"path": str(path), "component": "unet"}), cache)
     report = custom.model.weights_report
     assert report.loaded == len(unet) - 1
     assert report.missing == [dropped.removeprefix("model.diffusion_model.")]
@@ -103,6 +101,6 @@ def test_strict_custom_weights_refuse_a_partial_file(cache, tmp_path):
     path = tmp_path / "partial.safetensors"
     save_file({"conv_in.weight": torch.zeros(1)}, str(path))
     with pytest.raises(ValueError, match="do not fit"):
-        TextToImageEngine(
+        ModelEngine(
             tiny_sd(custom_weights={"path": str(path), "component": "unet", "strict": True}), cache
         )

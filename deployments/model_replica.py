@@ -1,4 +1,8 @@
-"""One text-to-image model on one replica, with dynamic batching counted in images."""
+"""One model on one replica (text-to-image or edit), with dynamic batching counted in images.
+
+The graph creates one deployment of this class per configured model, named after it;
+the model's family decides what one pipeline call does.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,23 @@ from pathlib import Path
 from ray import serve
 
 from serve_app.config import ModelConfig
-from serve_app.models.engine import BatchResult, TextToImageEngine
-from serve_app.models.spec import GenerationResult, GenerationSpec
+from serve_app.models.engine import BatchResult, ModelEngine, ModelSpec
+from serve_app.models.spec import GenerationResult
 
 
-def count_images(specs: list[GenerationSpec]) -> int:
+def count_images(specs: list[ModelSpec]) -> int:
     return sum(spec.n for spec in specs)
 
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=30)
-class TextToImage:
+class ModelReplica:
     def __init__(self, model: ModelConfig, tiny_cache: str):
-        self.engine = TextToImageEngine(model, Path(tiny_cache))
+        self.engine = ModelEngine(model, Path(tiny_cache))
         self.engine.warmup()
         self._run_batch.set_max_batch_size(model.batching.max_batch_size)
         self._run_batch.set_batch_wait_timeout_s(model.batching.batch_wait_timeout_s)
 
-    async def generate(self, spec: GenerationSpec) -> GenerationResult:
+    async def run(self, spec: ModelSpec) -> GenerationResult:
         result = await self._run_batch(spec)
         if isinstance(result, Exception):
             raise result
@@ -33,7 +37,7 @@ class TextToImage:
         return GenerationResult(images=images, batch_images=result.batch_images)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05, batch_size_fn=count_images)
-    async def _run_batch(self, specs: list[GenerationSpec]) -> list[BatchResult | Exception]:
+    async def _run_batch(self, specs: list[ModelSpec]) -> list[BatchResult | Exception]:
         # The pipeline call leaves the event loop so health checks and queueing go on.
         return await asyncio.to_thread(self.engine.run_batch, specs)
 
