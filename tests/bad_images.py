@@ -218,6 +218,12 @@ def accepted_images() -> list[AcceptedImage]:
             "the comment segment is dropped",
         ),
         AcceptedImage(
+            "mpo_two_pictures",
+            encode(sample(), "MPO", save_all=True, append_images=[sample((32, 24))]),
+            (64, 48),
+            "a camera's multi-picture JPEG is not an animation: the first picture is used",
+        ),
+        AcceptedImage(
             "png_html_text_chunk",
             png_with_chunk(b"tEXt", b"Comment\x00" + HTML),
             (64, 48),
