@@ -162,10 +162,14 @@ class GatewayConfig(StrictModel):
 class FetchConfig(StrictModel):
     """Image URLs in requests: only public https hosts, unless listed here."""
 
+    # Plain http for every host, listed or not; off in production.
     allow_http: bool = False
-    # "host" or "host:port" exempt from the public-address rule (internal image stores).
-    # Listed hosts may also use http.
+    # "host", "host:port" or "[v6]:port", matched exactly: exempt from the public-address
+    # rule (internal image stores). No wildcards or ranges, on purpose.
     allowed_hosts: list[str] = Field(default_factory=list)
+    # For internal hosts with a private CA; the system trust store otherwise.
+    ca_file: str | None = None
+    # The whole fetch, redirects included.
     timeout_s: float = Field(10.0, gt=0, le=120)
     max_redirects: int = Field(3, ge=0, le=3)
 
@@ -177,6 +181,8 @@ class ImageInputConfig(StrictModel):
     # Checked from the file header, before any pixel is decoded.
     max_pixels: int = Field(40_000_000, ge=64 * 64)
     max_side: int = Field(10_000, ge=64)
+    # A JPEG's EXIF cannot exceed 64 KiB; larger blocks elsewhere are refused.
+    max_exif_bytes: int = Field(64 << 10, ge=0)
     fetch: FetchConfig = FetchConfig()
 
 

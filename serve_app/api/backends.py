@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from serve_app.models.spec import GenerationResult, GenerationSpec
+from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
 
 
@@ -19,6 +19,6 @@ class PromptBackend(Protocol):
 
 
 class ModelBackend(Protocol):
-    async def generate(self, spec: GenerationSpec) -> GenerationResult: ...
+    async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult: ...
 
     async def health(self) -> dict[str, Any]: ...

@@ -5,38 +5,71 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class APIModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ImageGenerationRequest(APIModel):
-    """POST /v1/images/generations: OpenAI's fields, then this service's extensions."""
+class ImageRequest(APIModel):
+    """What generation and edit requests share: OpenAI's fields, then our extensions."""
 
-    model: str | None = Field(None, description="Model name; the first configured model if unset.")
+    model: str | None = Field(None, description="Model name; the first of its task if unset.")
     prompt: str = Field(max_length=32000)
     n: int = Field(1, ge=1, le=10)
-    size: str = Field("auto", description="'WxH' (e.g. '1024x768') or 'auto'.")
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: Literal["png", "jpeg", "webp"] = "png"
     output_compression: int | None = Field(None, ge=0, le=100)
     user: str | None = Field(None, max_length=256)
     # Accepted for SDK compatibility; the diffusion models have no such switch.
-    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
     background: Literal["auto", "opaque"] | None = None
-    moderation: Literal["auto", "low"] | None = None
 
     # Extensions.
     negative_prompt: str | None = Field(None, max_length=8000)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
-    template: str | None = None
-    variables: dict[str, str] = Field(default_factory=dict, max_length=32)
     style: str | None = None
     brand: str | None = None
+
+
+class ImageGenerationRequest(ImageRequest):
+    """POST /v1/images/generations."""
+
+    size: str = Field("auto", description="'WxH' (e.g. '1024x768') or 'auto'.")
+    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
+    moderation: Literal["auto", "low"] | None = None
+    template: str | None = None
+    variables: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+
+class ImageReference(APIModel):
+    """An input image in a JSON body: an https (or data:) URL, or bare base64."""
+
+    image_url: str | None = Field(None, max_length=96 << 20)
+    b64_json: str | None = Field(None, max_length=96 << 20)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageReference:
+        if (self.image_url is None) == (self.b64_json is None):
+            raise ValueError("give exactly one of image_url or b64_json")
+        return self
+
+
+class ImageEditRequest(ImageRequest):
+    """POST /v1/images/edits. Multipart (as the OpenAI SDK sends it) carries the images as
+    files `image` / `image[]` / `mask`; JSON carries them in `images` and `mask`."""
+
+    images: list[ImageReference] = Field(default_factory=list, max_length=16)
+    mask: ImageReference | None = Field(
+        None, description="Transparent (or white) where the edit may change the picture."
+    )
+    size: str = Field("auto", description="'WxH' (the input is cropped to it) or 'auto'.")
+    quality: Literal["auto", "standard", "low", "medium", "high"] | None = None
+    input_fidelity: Literal["high", "low"] | None = None
+    # InstructPix2Pix: how closely the edit keeps to the input image.
+    image_guidance_scale: float | None = Field(None, ge=0)
 
 
 class ImageData(APIModel):

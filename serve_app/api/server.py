@@ -5,27 +5,52 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from serve_app.api.errors import error_response, install_error_handlers
-from serve_app.api.protocol import ErrorResponse, ImageGenerationRequest, ImagesResponse, ModelList
+from serve_app.api.image_inputs import ImageSource
+from serve_app.api.protocol import (
+    ErrorResponse,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    ModelList,
+)
 from serve_app.api.serving import GatewayService
-from serve_app.errors import PayloadTooLargeError
+from serve_app.config import GatewayConfig
+from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+# Enough for the largest multi-image model plus a mask, and every OpenAI form field.
+MAX_FORM_FILES = 8
+MAX_FORM_FIELDS = 40
+
+
+# Routes whose bodies carry images get the larger upload limit.
+UPLOAD_ROUTES = frozenset({"/v1/images/edits"})
+IMAGE_FIELD = re.compile(r"^image(\[\d{0,2}\])?$")
+
+
+def body_limit(config: GatewayConfig, path: str) -> int:
+    return config.max_upload_bytes if path in UPLOAD_ROUTES else config.max_request_bytes
 
 
 class BodyLimitMiddleware:
     """Counts body bytes as they arrive, for bodies sent without a Content-Length."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, config: GatewayConfig):
         self.app = app
-        self.max_bytes = max_bytes
+        self.config = config
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes = body_limit(self.config, scope["path"])
         received = 0
 
         async def limited_receive():
@@ -33,9 +58,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise PayloadTooLargeError(
-                        f"request body over {self.max_bytes} bytes", code="body_too_large"
+                        f"request body over {max_bytes} bytes", code="body_too_large"
                     )
             return message
 
@@ -48,6 +73,51 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], raw: bytes | dict[str, Any]) -> ModelT:
+    """Validate a body read by hand; errors take the same path as FastAPI's own."""
+    try:
+        if isinstance(raw, bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None
+
+
+async def read_edit_form(
+    request: Request, max_image_bytes: int
+) -> tuple[ImageEditRequest, list[ImageSource], ImageSource | None]:
+    """The OpenAI SDK's multipart edit: files `image`, `image[]` (or `image[i]`), `mask`."""
+    form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+    fields: dict[str, str] = {}
+    uploads: list[ImageSource] = []
+    mask: ImageSource | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, StarletteUploadFile):
+            # One byte over the image cap is enough for the decoder to answer 413.
+            data = await value.read(max_image_bytes + 1)
+            if IMAGE_FIELD.fullmatch(key):
+                uploads.append(ImageSource(f"image[{len(uploads)}]", upload=data))
+            elif key == "mask" and mask is None:
+                mask = ImageSource("mask", upload=data)
+            else:
+                raise InvalidRequestError(
+                    f"unexpected file field {key[:40]!r}", code="invalid_file_field", param=key
+                )
+        elif key in fields or IMAGE_FIELD.fullmatch(key) or key == "mask":
+            raise InvalidRequestError(
+                f"field {key[:40]!r} must be given once, and images as files",
+                code="invalid_form_field",
+                param=key[:40],
+            )
+        else:
+            fields[key] = value
+    await form.close()
+    return parse_body(ImageEditRequest, fields), uploads, mask
+
+
 def create_app(
     service: GatewayService, replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None
 ) -> FastAPI:
@@ -58,7 +128,7 @@ def create_app(
         "style presets and brand guides.",
     )
     install_error_handlers(app)
-    max_body = service.config.gateway.max_request_bytes
+    gateway_config = service.config.gateway
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):
@@ -67,6 +137,7 @@ def create_app(
             given if REQUEST_ID.fullmatch(given) else ("req_" + secrets.token_hex(12))
         )
         declared = request.headers.get("content-length")
+        max_body = body_limit(gateway_config, request.url.path)
         if declared is not None and (not declared.isdigit() or int(declared) > max_body):
             response = error_response(
                 request, 413, f"request body over {max_body} bytes", code="body_too_large"
@@ -85,6 +156,33 @@ def create_app(
     )
     async def create_image(request: Request, body: ImageGenerationRequest) -> JSONResponse:
         response, result = await service.generate_images(body, str(request.base_url))
+        return JSONResponse(
+            response.model_dump(exclude_none=True),
+            headers={"x-batch-images": str(result.batch_images)},
+        )
+
+    @app.post(
+        "/v1/images/edits",
+        response_model=ImagesResponse,
+        responses={**ERROR_RESPONSES, 415: {"model": ErrorResponse}},
+        tags=["images"],
+        description="Edit images by instruction. Send multipart/form-data as the OpenAI SDK "
+        "does (files `image` or `image[]`, optional `mask`, and the other fields as form "
+        "fields), or JSON: an ImageEditRequest with `images: [{image_url}]` (https or data "
+        "URLs) or `[{b64_json}]`.",
+    )
+    async def edit_image(request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            body, uploads, mask = await read_edit_form(request, service.config.images.max_bytes)
+        elif content_type == "application/json":
+            body = parse_body(ImageEditRequest, await request.body())
+            uploads, mask = [], None
+        else:
+            raise UnsupportedMediaTypeError(
+                "send multipart/form-data or application/json", code="unsupported_media_type"
+            )
+        response, result = await service.edit_images(body, uploads, mask, str(request.base_url))
         return JSONResponse(
             response.model_dump(exclude_none=True),
             headers={"x-batch-images": str(result.batch_images)},
@@ -143,5 +241,5 @@ def create_app(
             },
         )
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body)
+    app.add_middleware(BodyLimitMiddleware, config=gateway_config)
     return app

@@ -1,5 +1,6 @@
 """The Gateway's serving logic: validate against the model's limits, render the prompt,
-call the model, store or inline the images. Plain Python; no Ray, no torch."""
+prepare input images, call the model, store or inline the results. Plain Python; no Ray,
+no torch."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import secrets
 from typing import Any
 
 from serve_app.api.backends import ModelBackend, PromptBackend
+from serve_app.api.image_inputs import ImageInputs, ImageSource
 from serve_app.api.protocol import (
     ImageData,
+    ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
     ImageUsage,
@@ -20,8 +23,8 @@ from serve_app.api.protocol import (
 from serve_app.api.sizing import check_size, requested_size, size_from_aspect
 from serve_app.config import AppConfig, ModelConfig, parse_size
 from serve_app.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
-from serve_app.models.registry import NEGATIVE_PROMPT_SUPPORT, SIZE_MULTIPLES
-from serve_app.models.spec import GenerationResult, GenerationSpec
+from serve_app.models.registry import MAX_INPUT_IMAGES, NEGATIVE_PROMPT_SUPPORT, SIZE_MULTIPLES
+from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest
 from serve_app.storage import LocalStorage, UrlSigner
 
@@ -42,33 +45,15 @@ class GatewayService:
         self.models = models
         self.storage = storage
         self.signer = signer
+        self.image_inputs = ImageInputs(config.images)
 
     # --- generation -------------------------------------------------------------------
 
     async def generate_images(
         self, body: ImageGenerationRequest, base_url: str
     ) -> tuple[ImagesResponse, GenerationResult]:
-        model = self.resolve_model(body.model)
-        limits = model.limits
-        if body.n > limits.max_n:
-            raise InvalidRequestError(
-                f"n must be at most {limits.max_n} for model {model.name!r}",
-                code="invalid_n",
-                param="n",
-            )
-        if len(body.prompt) > limits.max_prompt_chars:
-            raise InvalidRequestError(
-                f"prompt is longer than {limits.max_prompt_chars} characters",
-                code="prompt_too_long",
-                param="prompt",
-            )
-        if body.negative_prompt and not NEGATIVE_PROMPT_SUPPORT[model.family]:
-            raise InvalidRequestError(
-                f"model {model.name!r} does not take a negative prompt",
-                code="unsupported_parameter",
-                param="negative_prompt",
-            )
-
+        model = self.resolve_model(body.model, task="text-to-image")
+        self._check_request(model, body.n, body.prompt, body.negative_prompt)
         rendered = await self.prompts.render(
             PromptRequest(
                 prompt=body.prompt,
@@ -79,10 +64,6 @@ class GatewayService:
                 brand=body.brand,
             )
         )
-        negative_prompt = rendered.negative_prompt or model.defaults.negative_prompt
-        if not NEGATIVE_PROMPT_SUPPORT[model.family]:
-            negative_prompt = None  # template or style negatives cannot apply
-
         multiple = SIZE_MULTIPLES[model.family]
         if body.size != "auto":
             width, height = requested_size(body.size)
@@ -91,17 +72,139 @@ class GatewayService:
         else:
             width, height = parse_size(model.defaults.size)
         check_size(width, height, model, multiple)
+        steps, guidance = self._schedule(
+            model,
+            body.steps or rendered.steps,
+            body.guidance_scale if body.guidance_scale is not None else rendered.guidance_scale,
+        )
+        spec = GenerationSpec(
+            prompt=rendered.prompt,
+            negative_prompt=self._negative_prompt(model, rendered.negative_prompt),
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance,
+            seeds=self._seeds(body.seed, body.n),
+            output_format=body.output_format,
+            output_compression=body.output_compression,
+        )
+        result = await self._call_model(model, spec)
+        response = await self._response(
+            model, result, body, rendered.prompt, f"{width}x{height}", steps, base_url
+        )
+        return response, result
 
-        steps = body.steps or rendered.steps or model.defaults.steps
+    async def edit_images(
+        self,
+        body: ImageEditRequest,
+        uploads: list[ImageSource],
+        mask_upload: ImageSource | None,
+        base_url: str,
+    ) -> tuple[ImagesResponse, GenerationResult]:
+        """Edit with images uploaded as files (multipart) or referenced in the JSON body."""
+        model = self.resolve_model(body.model, task="image-edit")
+        self._check_request(model, body.n, body.prompt, body.negative_prompt)
+        if uploads and body.images:
+            raise InvalidRequestError(
+                "give images either as uploaded files or in `images`, not both",
+                code="invalid_image",
+                param="images",
+            )
+        sources = uploads or [
+            ImageSource(f"images[{i}]", reference=ref) for i, ref in enumerate(body.images)
+        ]
+        if not sources:
+            raise InvalidRequestError(
+                "an edit needs an input image", code="missing_image", param="image"
+            )
+        most = MAX_INPUT_IMAGES[model.family]
+        if len(sources) > most:
+            raise InvalidRequestError(
+                f"model {model.name!r} takes at most {most} input image(s), got {len(sources)}",
+                code="too_many_images",
+                param="image",
+            )
+        mask_source = mask_upload or (
+            ImageSource("mask", reference=body.mask) if body.mask is not None else None
+        )
+        rendered = await self.prompts.render(
+            PromptRequest(
+                prompt=body.prompt,
+                negative_prompt=body.negative_prompt,
+                style=body.style,
+                brand=body.brand,
+            )
+        )
+        prepared = await self.image_inputs.prepare(model, sources, mask_source, body.size)
+        steps, guidance = self._schedule(
+            model,
+            body.steps or rendered.steps,
+            body.guidance_scale if body.guidance_scale is not None else rendered.guidance_scale,
+        )
+        image_guidance = body.image_guidance_scale
+        if image_guidance is None:
+            image_guidance = model.defaults.image_guidance_scale
+        spec = EditSpec(
+            prompt=rendered.prompt,
+            negative_prompt=self._negative_prompt(model, rendered.negative_prompt),
+            images=prepared.images,
+            mask=prepared.mask,
+            steps=steps,
+            guidance_scale=guidance,
+            image_guidance_scale=image_guidance,
+            seeds=self._seeds(body.seed, body.n),
+            output_format=body.output_format,
+            output_compression=body.output_compression,
+        )
+        result = await self._call_model(model, spec)
+        response = await self._response(
+            model, result, body, rendered.prompt, prepared.size, steps, base_url
+        )
+        return response, result
+
+    # --- shared by generation and edits -----------------------------------------------------
+
+    def _check_request(
+        self, model: ModelConfig, n: int, prompt: str, negative_prompt: str | None
+    ) -> None:
+        limits = model.limits
+        if n > limits.max_n:
+            raise InvalidRequestError(
+                f"n must be at most {limits.max_n} for model {model.name!r}",
+                code="invalid_n",
+                param="n",
+            )
+        if len(prompt) > limits.max_prompt_chars:
+            raise InvalidRequestError(
+                f"prompt is longer than {limits.max_prompt_chars} characters",
+                code="prompt_too_long",
+                param="prompt",
+            )
+        if negative_prompt and not NEGATIVE_PROMPT_SUPPORT[model.family]:
+            raise InvalidRequestError(
+                f"model {model.name!r} does not take a negative prompt",
+                code="unsupported_parameter",
+                param="negative_prompt",
+            )
+
+    @staticmethod
+    def _negative_prompt(model: ModelConfig, rendered: str | None) -> str | None:
+        if not NEGATIVE_PROMPT_SUPPORT[model.family]:
+            return None  # template or style negatives cannot apply
+        return rendered or model.defaults.negative_prompt
+
+    @staticmethod
+    def _schedule(
+        model: ModelConfig, steps: int | None, guidance: float | None
+    ) -> tuple[int, float]:
+        limits = model.limits
+        steps = steps or model.defaults.steps
         if steps > limits.max_steps:
             raise InvalidRequestError(
                 f"steps must be at most {limits.max_steps} for model {model.name!r}",
                 code="invalid_steps",
                 param="steps",
             )
-        guidance = body.guidance_scale
-        if guidance is None:
-            guidance = rendered.guidance_scale
         if guidance is None:
             guidance = model.defaults.guidance_scale
         if guidance > limits.max_guidance_scale:
@@ -110,37 +213,40 @@ class GatewayService:
                 code="invalid_guidance_scale",
                 param="guidance_scale",
             )
+        return steps, float(guidance)
 
-        first_seed = body.seed if body.seed is not None else secrets.randbelow(SEED_SPACE)
-        spec = GenerationSpec(
-            prompt=rendered.prompt,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=float(guidance),
-            # Image i of a request seeded s uses s+i: asking for n=1 with seed s+i redoes it.
-            seeds=tuple((first_seed + i) % SEED_SPACE for i in range(body.n)),
-            output_format=body.output_format,
-            output_compression=body.output_compression,
-        )
-        result = await self._call_model(model, spec)
-        data = await self._image_data(result, body, rendered.prompt, base_url)
-        response = ImagesResponse(
+    @staticmethod
+    def _seeds(seed: int | None, n: int) -> tuple[int, ...]:
+        first_seed = seed if seed is not None else secrets.randbelow(SEED_SPACE)
+        # Image i of a request seeded s uses s+i: asking for n=1 with seed s+i redoes it.
+        return tuple((first_seed + i) % SEED_SPACE for i in range(n))
+
+    async def _response(
+        self,
+        model: ModelConfig,
+        result: GenerationResult,
+        body: ImageGenerationRequest | ImageEditRequest,
+        revised_prompt: str,
+        size: str,
+        steps: int,
+        base_url: str,
+    ) -> ImagesResponse:
+        data = await self._image_data(result, body, revised_prompt, base_url)
+        pixels = sum(image.width * image.height for image in result.images)
+        return ImagesResponse(
             data=data,
             output_format=body.output_format,
-            size=f"{width}x{height}",
+            size=size,
             model=model.name,
-            usage=ImageUsage(
-                images=len(data), megapixels=round(width * height * len(data) / 1e6, 4), steps=steps
-            ),
+            usage=ImageUsage(images=len(data), megapixels=round(pixels / 1e6, 4), steps=steps),
         )
-        return response, result
 
-    async def _call_model(self, model: ModelConfig, spec: GenerationSpec) -> GenerationResult:
+    async def _call_model(
+        self, model: ModelConfig, spec: GenerationSpec | EditSpec
+    ) -> GenerationResult:
         try:
             return await asyncio.wait_for(
-                self.models[model.name].generate(spec), self.config.gateway.model_timeout_s
+                self.models[model.name].run(spec), self.config.gateway.model_timeout_s
             )
         except TimeoutError:
             raise ServiceUnavailableError(
@@ -150,7 +256,7 @@ class GatewayService:
     async def _image_data(
         self,
         result: GenerationResult,
-        body: ImageGenerationRequest,
+        body: ImageGenerationRequest | ImageEditRequest,
         revised_prompt: str,
         base_url: str,
     ) -> list[ImageData]:
@@ -180,15 +286,28 @@ class GatewayService:
         expires, signature = self.signer.sign(key)
         return f"{base}/files/{key}?expires={expires}&sig={signature}"
 
-    def resolve_model(self, name: str | None) -> ModelConfig:
+    def resolve_model(self, name: str | None, task: str | None = None) -> ModelConfig:
+        """The named model (404 if unknown), or the first one for `task` if unnamed."""
+        candidates = [m for m in self.config.models if task is None or m.task == task]
         if name is None:
-            return self.config.models[0]
+            if not candidates:
+                raise NotFoundError(
+                    f"no {task} model is configured", code="model_not_found", param="model"
+                )
+            return candidates[0]
         model = self.config.model(name)
         if model is None:
-            known = ", ".join(m.name for m in self.config.models)
+            known = ", ".join(m.name for m in candidates)
             raise NotFoundError(
                 f"model {name!r} does not exist; available: {known}",
                 code="model_not_found",
+                param="model",
+            )
+        if task is not None and model.task != task:
+            known = ", ".join(m.name for m in candidates) or "none"
+            raise InvalidRequestError(
+                f"model {name!r} is a {model.task} model; {task} models: {known}",
+                code="model_task_mismatch",
                 param="model",
             )
         return model

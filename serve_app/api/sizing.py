@@ -10,7 +10,11 @@ from serve_app.errors import InvalidRequestError
 
 def size_from_aspect(hint: str, model: ModelConfig, multiple: int) -> tuple[int, int]:
     """A template's size is an aspect hint: keep its shape at the model's default area."""
-    hint_w, hint_h = parse_size(hint)
+    return size_for_aspect(*parse_size(hint), model, multiple)
+
+
+def size_for_aspect(hint_w: int, hint_h: int, model: ModelConfig, multiple: int) -> tuple[int, int]:
+    """The shape of hint_w x hint_h at the model's default area, within its limits."""
     default_w, default_h = parse_size(model.defaults.size)
     scale = math.sqrt(default_w * default_h / (hint_w * hint_h))
     limits = model.limits

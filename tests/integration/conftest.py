@@ -1,15 +1,21 @@
-"""A real Ray Serve application on localhost with every tiny text-to-image family."""
+"""A real Ray Serve application on localhost with every tiny family, and two plain HTTP
+listeners on 127.0.0.1: an allowlisted image host and a "secret" one nothing may reach."""
 
 from __future__ import annotations
 
 import copy
+import io
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +26,65 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def integration_app_args(tmp_root: Path) -> dict:
+class ImageHost:
+    """A loopback HTTP server that counts connections and serves fixed routes."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]):
+        self.routes = routes
+        self.connections = 0
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def setup(self):
+                host.connections += 1
+                super().setup()
+
+            def do_GET(self):
+                status, headers, body = host.routes.get(self.path, (404, {}, b"not found"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def secret_host() -> ImageHost:
+    """Stands for an internal service: no request may ever reach it."""
+    return ImageHost({"/": (200, {"Content-Type": "image/png"}, png_bytes(64, 64))})
+
+
+@pytest.fixture(scope="session")
+def image_host(secret_host) -> ImageHost:
+    return ImageHost(
+        {
+            "/photo.png": (200, {"Content-Type": "image/png"}, png_bytes(256, 192, seed=3)),
+            "/hop": (302, {"Location": "/photo.png"}, b""),
+            "/to-secret": (302, {"Location": secret_host.url("/")}, b""),
+            "/to-localhost": (302, {"Location": f"http://localhost:{secret_host.port}/"}, b""),
+        }
+    )
+
+
+def integration_app_args(tmp_root: Path, allowed_hosts: list[str] | None = None) -> dict:
     """configs/local.yaml's args, with the GLM-Image family added and a slower batch window
     so that concurrent test requests reliably meet in one batch."""
     local = yaml.safe_load((REPO / "configs/local.yaml").read_text())
@@ -28,7 +92,15 @@ def integration_app_args(tmp_root: Path) -> dict:
     args["templates_path"] = str(REPO / "configs/templates.yaml")
     args["tiny_model_cache"] = str(tmp_root / "tiny-models")
     args["storage"] = {"kind": "local", "root": str(tmp_root / "images"), "url_ttl_s": 600}
-    args["gateway"] = {"max_request_bytes": 65536}
+    args["gateway"] = {"max_request_bytes": 65536, "max_upload_bytes": 4 << 20}
+    args["images"] = {
+        "max_bytes": 1 << 20,
+        "max_pixels": 4_000_000,
+        "max_side": 4096,
+        # The fixture image host speaks plain http; every other host is still refused by
+        # address, which is what the SSRF tests check.
+        "fetch": {"allow_http": True, "allowed_hosts": allowed_hosts or [], "timeout_s": 5},
+    }
     for model in args["models"]:
         model["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
     args["models"].append(
@@ -53,8 +125,10 @@ def integration_app_args(tmp_root: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def app_args(tmp_path_factory) -> dict:
-    return integration_app_args(tmp_path_factory.mktemp("serve"))
+def app_args(tmp_path_factory, image_host) -> dict:
+    return integration_app_args(
+        tmp_path_factory.mktemp("serve"), allowed_hosts=[f"127.0.0.1:{image_host.port}"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +139,7 @@ def base_url(app_args) -> str:
     from serve_app.graph import build_app
 
     port = free_port()
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(app_args), name="images", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
