@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   start the service on configs/local.yaml (http://127.0.0.1:8000)
 #   make test    lint and run every test (unit and a real Ray Serve on localhost)
+#   make bench-cpu   sweep a tiny model on this CPU: benchmarks/results/<date>-cpu-<model>.*
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ CONFIG ?= configs/local.yaml
 
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint bench-cpu
+.PHONY: install serve test lint bench-cpu bench-wheels
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +31,16 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The CPU sweep: our service, the naive server and the raw pipeline with a tiny
+# random-weight model; JSON, Markdown and PNG plots in benchmarks/results/.
+BENCH_MODEL ?= sd-tiny
+BENCH_ARGS ?= --size 64x64 --steps 4 --concurrency 1 2 4 8 16 --batch-sizes 1 4 8 \
+	--requests 48 --rates 10 20 --open-requests 40 --raw-calls 8 --threads 1
+bench-cpu: install
+	$(BIN)/python -m benchmarks.sweep --config $(CONFIG) --model $(BENCH_MODEL) $(BENCH_ARGS) \
+		--fresh --notes "tiny random-weight model (noise images) on this CPU: serving overhead, not a card"
+
+# Wheels for the GPU machine (Python 3.12, no network), in parts that fit one device call.
+bench-wheels: install
+	$(BIN)/python benchmarks/gpu/prepare_wheels.py

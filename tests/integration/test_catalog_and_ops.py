@@ -11,8 +11,16 @@ def test_models_list_each_model_with_its_task(client):
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
     models = {card["id"]: card for card in body["data"]}
-    assert set(models) == {"z-image-tiny", "sd-tiny", "glm-image-tiny"}
-    assert all(card["task"] == "text-to-image" for card in models.values())
+    tasks = {name: card["task"] for name, card in models.items()}
+    assert tasks == {
+        "z-image-tiny": "text-to-image",
+        "sd-tiny": "text-to-image",
+        "glm-image-tiny": "text-to-image",
+        "pix2pix-tiny": "image-edit",
+        "qwen-edit-tiny": "image-edit",
+        "qwen-edit-plus-tiny": "image-edit",
+        "longcat-edit-tiny": "image-edit",
+    }
     assert models["sd-tiny"]["max_n"] == 4
     assert client.get("/v1/models/sd-tiny").json()["family"] == "stable-diffusion"
     assert client.get("/v1/models/missing").status_code == 404
@@ -34,7 +42,10 @@ def test_templates_and_styles_for_drop_downs(client):
 def test_health_reports_models_and_replicas(client):
     health = client.get("/v1/health").json()
     assert health["status"] == "ok"
-    assert {m["model"] for m in health["models"]} == {"z-image-tiny", "sd-tiny", "glm-image-tiny"}
+    reported = {m["model"]: m["task"] for m in health["models"]}
+    assert reported["glm-image-tiny"] == "text-to-image"
+    assert reported["longcat-edit-tiny"] == "image-edit"
+    assert len(reported) == 7
     assert all(m["device"] == "cpu" for m in health["models"])
     assert health["replicas"]["Gateway"]["replicas"]["RUNNING"] >= 1
 
@@ -43,3 +54,4 @@ def test_docs_and_openapi(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/v1/images/generations" in spec["paths"]
+    assert "/v1/images/edits" in spec["paths"]

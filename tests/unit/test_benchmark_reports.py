@@ -1,0 +1,118 @@
+"""Results files, the Markdown table's ratios, and the plots."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from benchmarks.report import markdown, naive_match, raw_match, write_reports
+from benchmarks.results import Results
+from benchmarks.stats import Row, measured_row
+
+SCHEMA = {"device", "model", "resolution", "steps", "commit", "rows"}
+ROW_SCHEMA = {"system", "concurrency", "max_batch_size", "requests", "images_per_s", "qps"}
+ROW_SCHEMA |= {"p50_ms", "p95_ms", "p99_ms", "errors"}
+
+
+def row(system, concurrency, max_batch_size, images_per_s, p95_ms=100.0, mode="closed", rps=None):
+    return Row(
+        system=system,
+        mode=mode,
+        concurrency=concurrency,
+        max_batch_size=max_batch_size,
+        requests=8,
+        errors=0,
+        seconds=1.0,
+        qps=images_per_s,
+        images_per_s=images_per_s,
+        p50_ms=p95_ms / 2,
+        p95_ms=p95_ms,
+        p99_ms=p95_ms,
+        batch_images={max_batch_size or 1: 8},
+        offered_rps=rps,
+    )
+
+
+def sample() -> Results:
+    results = Results(
+        device="cpu", model="sd-tiny", resolution="64x64", steps=2, commit="abc", date="2026-01-02"
+    )
+    results.flops_per_image = 2_000_000_000_000  # 2 TFLOP per image
+    results.peak_tflops = 10.0
+    for r in (
+        row("raw-diffusers", 1, 1, 4.0, mode="in-process"),
+        row("raw-diffusers", 1, 4, 8.0, mode="in-process"),
+        row("naive-server", 4, None, 2.0, p95_ms=400.0),
+        row("serve", 4, 4, 6.0, p95_ms=200.0),
+        row("serve", 2, 4, 5.0),
+        row("serve", 4, 4, 6.0, p95_ms=200.0, mode="open", rps=3.0),
+        row("naive-server", 4, None, 2.5, p95_ms=800.0, mode="open", rps=3.0),
+    ):
+        results.add(r)
+    return results
+
+
+def test_rows_carry_their_share_of_the_peak_and_replace_same_setting():
+    results = sample()
+    serve = next(r for r in results.rows if r.system == "serve" and r.concurrency == 4)
+    assert serve.tflops == 12.0 and serve.peak_fraction == 1.2
+    before = len(results.rows)
+    results.add(row("serve", 4, 4, 7.0))
+    assert len(results.rows) == before
+    assert [r.images_per_s for r in results.rows if r.system == "serve"][-1] == 7.0
+
+
+def test_ratios_match_the_batch_formed_and_the_same_load():
+    results = sample()
+    serve4 = next(r for r in results.rows if (r.system, r.concurrency) == ("serve", 4))
+    serve2 = next(r for r in results.rows if (r.system, r.concurrency) == ("serve", 2))
+    assert raw_match(results, serve4).max_batch_size == 4
+    # Concurrency 2 forms batches of at most 2: no raw batch of 2, so the largest below.
+    assert raw_match(results, serve2).max_batch_size == 1
+    assert naive_match(results, serve4).images_per_s == 2.0
+    assert naive_match(results, serve2) is None
+    open_row = next(r for r in results.rows if r.system == "serve" and r.mode == "open")
+    assert naive_match(results, open_row).p95_ms == 800.0
+    assert raw_match(results, open_row) is None
+    table = markdown(results)
+    # serve c=4: 6/8 of raw, 6/2 of naive, p95 200/400.
+    assert "| 0.75 | 3.00 | 0.50 |" in table
+    # The open-loop row: no raw ratio, 6/2.5 of naive at the same rate, p95 200/800.
+    assert "|  | 2.40 | 0.25 |" in table
+    assert "2 TFLOP" in table
+
+
+def test_json_markdown_and_plots_are_written(tmp_path):
+    results = sample()
+    paths = write_reports(results, tmp_path)
+    assert [p.name for p in paths] == [
+        "2026-01-02-cpu-sd-tiny.json",
+        "2026-01-02-cpu-sd-tiny.md",
+        "2026-01-02-cpu-sd-tiny-throughput.png",
+        "2026-01-02-cpu-sd-tiny-p95.png",
+    ]
+    data = json.loads(paths[0].read_text())
+    assert set(data) >= SCHEMA
+    assert all(set(r) >= ROW_SCHEMA for r in data["rows"])
+    assert Results.load(paths[0]).rows == results.rows
+    for png in paths[2:]:
+        with Image.open(png) as image:
+            image.verify()
+            assert image.format == "PNG"
+
+
+def test_percentiles_of_a_measured_row():
+    measured = measured_row(
+        system="serve",
+        mode="closed",
+        concurrency=2,
+        max_batch_size=2,
+        requests=5,
+        errors=1,
+        seconds=2.0,
+        images=4,
+        latencies_ms=[10.0, 20.0, 30.0, 40.0],
+    )
+    assert (measured.qps, measured.images_per_s) == (2.0, 2.0)
+    assert measured.p50_ms == 25.0 and measured.p50_ms <= measured.p95_ms <= measured.p99_ms <= 40
