@@ -1,4 +1,4 @@
-"""What every text-to-image family provides, and the one batched call they share."""
+"""What every pipeline family provides, and the one batched call text-to-image families share."""
 
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ import torch
 from serve_app.models.spec import GenerationSpec
 
 
-class TextToImageFamily:
-    """One diffusers pipeline family: how to build it tiny, load it, and call it for a batch."""
+class PipelineFamily:
+    """One diffusers pipeline family: how to build it tiny, load it, and call it for a batch.
+
+    TextToImageFamily and ImageEditFamily (edit_base.py) add what their task's call needs.
+    """
 
     name: ClassVar[str]
-    task: ClassVar[str] = "text-to-image"
+    task: ClassVar[str]
     # Width and height must be multiples of this (VAE factor times patch size).
     size_multiple: ClassVar[int] = 8
     supports_negative_prompt: ClassVar[bool] = True
     # False where a batched item can differ from the same request run alone.
     batch_equals_solo: ClassVar[bool] = True
-    # Every text-to-image pipeline takes a list of prompts.
+    # False where one pipeline call takes one prompt, so requests cannot share a call.
     batches_requests: ClassVar[bool] = True
 
     def pipeline_class(self) -> type:
@@ -33,6 +36,31 @@ class TextToImageFamily:
 
     def load(self, path: str | Path, torch_dtype: torch.dtype) -> Any:
         return self.pipeline_class().from_pretrained(str(path), dtype=torch_dtype)
+
+    def run(self, pipeline: Any, specs: list) -> list[np.ndarray]:
+        """One pipeline call for specs that share a batch key; HxWx3 uint8 per image."""
+        raise NotImplementedError
+
+
+def check_one_batch_key(specs: list) -> None:
+    first = specs[0].batch_key()
+    if any(spec.batch_key() != first for spec in specs):
+        raise ValueError("specs in one pipeline call must share a batch key")
+
+
+def seeded_generators(specs: list) -> list[torch.Generator]:
+    """A CPU generator per image from its request's seed, so the noise an image starts from
+    depends neither on its neighbours in the batch nor on the device."""
+    return [torch.Generator("cpu").manual_seed(seed) for spec in specs for seed in spec.seeds]
+
+
+def to_uint8(images: Any) -> list[np.ndarray]:
+    """A pipeline's `output_type="np"` floats in [0, 1] -> HxWx3 uint8 arrays."""
+    return list((np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8))
+
+
+class TextToImageFamily(PipelineFamily):
+    task = "text-to-image"
 
     def call_arguments(
         self, first: GenerationSpec, prompts: list[str], negative_prompts: list[str] | None
@@ -54,21 +82,16 @@ class TextToImageFamily:
         it starts from does not depend on its neighbours in the batch or on the device.
         Returns HxWx3 uint8 arrays, one per image, in request order.
         """
+        check_one_batch_key(specs)
         first = specs[0]
-        if any(spec.batch_key() != first.batch_key() for spec in specs):
-            raise ValueError("specs in one pipeline call must share a batch key")
         prompts = [spec.prompt for spec in specs for _ in spec.seeds]
         negative_prompts = None
         if any(spec.negative_prompt for spec in specs):
             # An empty negative prompt is what the pipelines use when none is given.
             negative_prompts = [spec.negative_prompt or "" for spec in specs for _ in spec.seeds]
-        generators = [
-            torch.Generator("cpu").manual_seed(seed) for spec in specs for seed in spec.seeds
-        ]
         output = pipeline(
             **self.call_arguments(first, prompts, negative_prompts),
-            generator=generators,
+            generator=seeded_generators(specs),
             output_type="np",
         )
-        images = np.asarray(output.images)
-        return list((images * 255).round().clip(0, 255).astype(np.uint8))
+        return to_uint8(output.images)

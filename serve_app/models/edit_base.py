@@ -4,47 +4,34 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 
+from serve_app.models.base import (
+    PipelineFamily,
+    check_one_batch_key,
+    seeded_generators,
+    to_uint8,
+)
 from serve_app.models.spec import EditSpec
 
 
-class ImageEditFamily:
-    """One diffusers editing pipeline family: build it tiny, load it, call it for a batch.
+class ImageEditFamily(PipelineFamily):
+    """An instruction-editing family.
 
     The Gateway hands every request over at its working size (the output size), so a
     family never resizes on its own: pipelines that would rescale to ~1 MP are told to
-    keep the prepared size.
+    keep the prepared size. Where `batches_requests` is False, a request's n images
+    still come from one call (num_images_per_prompt).
     """
 
-    name: ClassVar[str]
-    task: ClassVar[str] = "image-edit"
-    # Width and height must be multiples of this (VAE factor times patch size).
-    size_multiple: ClassVar[int] = 16
+    task = "image-edit"
+    size_multiple = 16
     # Images one request may give (several only where the model composes references).
     max_input_images: ClassVar[int] = 1
-    supports_negative_prompt: ClassVar[bool] = True
-    # False where one pipeline call takes one prompt, so requests cannot share a call;
-    # a request's n images still come from one call (num_images_per_prompt).
-    batches_requests: ClassVar[bool] = True
-    # False where a batched item can differ from the same request run alone.
-    batch_equals_solo: ClassVar[bool] = True
-
-    def pipeline_class(self) -> type:
-        raise NotImplementedError
-
-    def build_tiny(self, folder: Path) -> None:
-        """Save a random-weight pipeline of this family's architecture to `folder`."""
-        raise NotImplementedError
-
-    def load(self, path: str | Path, torch_dtype: torch.dtype) -> Any:
-        return self.pipeline_class().from_pretrained(str(path), dtype=torch_dtype)
 
     def call_arguments(self, specs: list[EditSpec]) -> dict[str, Any]:
         """Keyword arguments for one pipeline call; batch_key() equality is checked already."""
@@ -59,19 +46,14 @@ class ImageEditFamily:
         Every image gets its own CPU generator seeded from its request. Where a request
         has a mask, pixels outside it are the input's own, exactly.
         """
-        first = specs[0]
-        if any(spec.batch_key() != first.batch_key() for spec in specs):
-            raise ValueError("specs in one pipeline call must share a batch key")
+        check_one_batch_key(specs)
         if not self.batches_requests and len(specs) != 1:
             raise ValueError(f"{self.name} runs one request per pipeline call")
-        generators = [
-            torch.Generator("cpu").manual_seed(seed) for spec in specs for seed in spec.seeds
-        ]
+        arguments = self.call_arguments(specs)
         output = self.call_pipeline(
-            pipeline, {**self.call_arguments(specs), "generator": generators, "output_type": "np"}
+            pipeline, {**arguments, "generator": seeded_generators(specs), "output_type": "np"}
         )
-        images = np.asarray(output.images)
-        pixels = list((images * 255).round().clip(0, 255).astype(np.uint8))
+        pixels = to_uint8(output.images)
         offset = 0
         for spec in specs:
             for index in range(offset, offset + spec.n):

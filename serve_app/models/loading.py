@@ -14,9 +14,8 @@ from typing import Any
 import torch
 
 from serve_app.config import ModelConfig
-from serve_app.models.base import TextToImageFamily
+from serve_app.models.base import PipelineFamily
 from serve_app.models.custom_weights import WeightsReport, load_custom_weights
-from serve_app.models.edit_base import ImageEditFamily
 from serve_app.models.registry import family_for
 
 logger = logging.getLogger(__name__)
@@ -29,14 +28,14 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 @dataclass
 class LoadedModel:
     pipeline: Any
-    family: TextToImageFamily | ImageEditFamily
+    family: PipelineFamily
     device: str
     dtype: str
     checkpoint: str
     weights_report: WeightsReport | None = None
 
 
-def ensure_tiny_checkpoint(family: TextToImageFamily | ImageEditFamily, cache_dir: Path) -> Path:
+def ensure_tiny_checkpoint(family: PipelineFamily, cache_dir: Path) -> Path:
     """Build the family's tiny model once; concurrent replicas race safely via rename."""
     target = cache_dir / f"{family.name}-{TINY_BUILD_VERSION}"
     if (target / "model_index.json").exists():
