@@ -90,31 +90,33 @@ async def read_edit_form(
     request: Request, max_image_bytes: int
 ) -> tuple[ImageEditRequest, list[ImageSource], ImageSource | None]:
     """The OpenAI SDK's multipart edit: files `image`, `image[]` (or `image[i]`), `mask`."""
-    form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
-    fields: dict[str, str] = {}
-    uploads: list[ImageSource] = []
-    mask: ImageSource | None = None
-    for key, value in form.multi_items():
-        if isinstance(value, StarletteUploadFile):
-            # One byte over the image cap is enough for the decoder to answer 413.
-            data = await value.read(max_image_bytes + 1)
-            if IMAGE_FIELD.fullmatch(key):
-                uploads.append(ImageSource(f"image[{len(uploads)}]", upload=data))
-            elif key == "mask" and mask is None:
-                mask = ImageSource("mask", upload=data)
-            else:
+    # The context closes spooled upload files, also when a field is refused.
+    async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
+        fields: dict[str, str] = {}
+        uploads: list[ImageSource] = []
+        mask: ImageSource | None = None
+        for key, value in form.multi_items():
+            if isinstance(value, StarletteUploadFile):
+                # One byte over the image cap is enough for the decoder to answer 413.
+                data = await value.read(max_image_bytes + 1)
+                if IMAGE_FIELD.fullmatch(key):
+                    uploads.append(ImageSource(f"image[{len(uploads)}]", upload=data))
+                elif key == "mask" and mask is None:
+                    mask = ImageSource("mask", upload=data)
+                else:
+                    raise InvalidRequestError(
+                        f"unexpected file field {key[:40]!r}",
+                        code="invalid_file_field",
+                        param=key[:40],
+                    )
+            elif key in fields or IMAGE_FIELD.fullmatch(key) or key == "mask":
                 raise InvalidRequestError(
-                    f"unexpected file field {key[:40]!r}", code="invalid_file_field", param=key
+                    f"field {key[:40]!r} must be given once, and images as files",
+                    code="invalid_form_field",
+                    param=key[:40],
                 )
-        elif key in fields or IMAGE_FIELD.fullmatch(key) or key == "mask":
-            raise InvalidRequestError(
-                f"field {key[:40]!r} must be given once, and images as files",
-                code="invalid_form_field",
-                param=key[:40],
-            )
-        else:
-            fields[key] = value
-    await form.close()
+            else:
+                fields[key] = value
     return parse_body(ImageEditRequest, fields), uploads, mask
 
 

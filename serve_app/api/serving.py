@@ -15,6 +15,7 @@ from serve_app.api.protocol import (
     ImageData,
     ImageEditRequest,
     ImageGenerationRequest,
+    ImageRequest,
     ImagesResponse,
     ImageUsage,
     ModelCard,
@@ -25,7 +26,7 @@ from serve_app.config import AppConfig, ModelConfig, parse_size
 from serve_app.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from serve_app.models.registry import MAX_INPUT_IMAGES, NEGATIVE_PROMPT_SUPPORT, SIZE_MULTIPLES
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
-from serve_app.prompts import PromptRequest
+from serve_app.prompts import PromptRequest, RenderedPrompt
 from serve_app.storage import LocalStorage, UrlSigner
 
 SEED_SPACE = 2**32
@@ -72,11 +73,7 @@ class GatewayService:
         else:
             width, height = parse_size(model.defaults.size)
         check_size(width, height, model, multiple)
-        steps, guidance = self._schedule(
-            model,
-            body.steps or rendered.steps,
-            body.guidance_scale if body.guidance_scale is not None else rendered.guidance_scale,
-        )
+        steps, guidance = self._schedule(model, body, rendered)
         spec = GenerationSpec(
             prompt=rendered.prompt,
             negative_prompt=self._negative_prompt(model, rendered.negative_prompt),
@@ -136,11 +133,7 @@ class GatewayService:
             )
         )
         prepared = await self.image_inputs.prepare(model, sources, mask_source, body.size)
-        steps, guidance = self._schedule(
-            model,
-            body.steps or rendered.steps,
-            body.guidance_scale if body.guidance_scale is not None else rendered.guidance_scale,
-        )
+        steps, guidance = self._schedule(model, body, rendered)
         image_guidance = body.image_guidance_scale
         if image_guidance is None:
             image_guidance = model.defaults.image_guidance_scale
@@ -195,16 +188,20 @@ class GatewayService:
 
     @staticmethod
     def _schedule(
-        model: ModelConfig, steps: int | None, guidance: float | None
+        model: ModelConfig, body: ImageRequest, rendered: RenderedPrompt
     ) -> tuple[int, float]:
+        """Steps and guidance: the request's, else the template or style's, else the model's."""
         limits = model.limits
-        steps = steps or model.defaults.steps
+        steps = body.steps or rendered.steps or model.defaults.steps
         if steps > limits.max_steps:
             raise InvalidRequestError(
                 f"steps must be at most {limits.max_steps} for model {model.name!r}",
                 code="invalid_steps",
                 param="steps",
             )
+        guidance = body.guidance_scale
+        if guidance is None:
+            guidance = rendered.guidance_scale
         if guidance is None:
             guidance = model.defaults.guidance_scale
         if guidance > limits.max_guidance_scale:
@@ -225,7 +222,7 @@ class GatewayService:
         self,
         model: ModelConfig,
         result: GenerationResult,
-        body: ImageGenerationRequest | ImageEditRequest,
+        body: ImageRequest,
         revised_prompt: str,
         size: str,
         steps: int,
@@ -256,7 +253,7 @@ class GatewayService:
     async def _image_data(
         self,
         result: GenerationResult,
-        body: ImageGenerationRequest | ImageEditRequest,
+        body: ImageRequest,
         revised_prompt: str,
         base_url: str,
     ) -> list[ImageData]:
