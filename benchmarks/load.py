@@ -19,6 +19,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from tqdm import tqdm
@@ -71,6 +72,17 @@ class Tally:
         self.images += len(response.json()["data"])
         self.batches[int(response.headers.get("x-batch-images", 0))] += 1
 
+    def row(self, *, requests: int, seconds: float, **settings: Any) -> Row:
+        return measured_row(
+            requests=requests,
+            errors=self.errors,
+            seconds=seconds,
+            images=self.images,
+            latencies_ms=self.latencies_ms,
+            batch_images=dict(self.batches),
+            **settings,
+        )
+
 
 def _progress(total: int, label: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=label, unit="req", disable=not enabled, dynamic_ncols=True)
@@ -110,17 +122,13 @@ async def run_closed_loop(
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         seconds = time.perf_counter() - started
     bar.close()
-    return measured_row(
+    return tally.row(
         system=system,
         mode="closed",
         concurrency=concurrency,
         max_batch_size=max_batch_size,
         requests=requests,
-        errors=tally.errors,
         seconds=seconds,
-        images=tally.images,
-        latencies_ms=tally.latencies_ms,
-        batch_images=dict(tally.batches),
     )
 
 
@@ -184,17 +192,13 @@ async def run_open_loop(
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - started
     bar.close()
-    return measured_row(
+    return tally.row(
         system=system,
         mode="open",
         concurrency=peak,
         max_batch_size=max_batch_size,
         requests=requests,
-        errors=tally.errors,
         seconds=seconds,
-        images=tally.images,
-        latencies_ms=tally.latencies_ms,
-        batch_images=dict(tally.batches),
         offered_rps=rate,
     )
 
