@@ -52,3 +52,34 @@ class ServiceUnavailableError(ServiceError):
     status_code = 503
     error_type = "service_unavailable_error"
     retry_after_s = 1
+
+
+class AuthenticationError(ServiceError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class PermissionDeniedError(ServiceError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class ConflictError(ServiceError):
+    """409: e.g. an Idempotency-Key whose first request is still being processed."""
+
+    status_code = 409
+    error_type = "conflict_error"
+    retry_after_s = 1
+
+
+class UnprocessableError(ServiceError):
+    """422: e.g. an Idempotency-Key reused with a different body."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
+class RateLimitError(ServiceError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    retry_after_s = 1
