@@ -186,6 +186,53 @@ class ImageInputConfig(StrictModel):
     fetch: FetchConfig = FetchConfig()
 
 
+class WebhookConfig(StrictModel):
+    """Signed callbacks (Standard Webhooks) for jobs and batches."""
+
+    # `whsec_<base64>` secrets; more than one while rotating (each delivery is signed with
+    # all). Unset: read from $IMAGE_SERVICE_WEBHOOK_SECRETS (space-separated). With none,
+    # requests that ask for a callback are refused.
+    secrets: list[str] = Field(default_factory=list)
+    # Callback URLs pass the same SSRF rules as image URLs; these exempt exact hosts.
+    allow_http: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(10.0, gt=0, le=60)
+    # Delay before each retry; the delivery fails for good after the last one. Jittered.
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000], min_length=1
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith("whsec_") or len(value) < 30:
+                raise ValueError("webhook secrets look like whsec_<base64 of 24+ bytes>")
+        return values
+
+
+class JobsConfig(StrictModel):
+    """Durable jobs: the store, the JobRunner's leases and the webhooks it sends."""
+
+    # SQLAlchemy URL: sqlite:///<path> (embedded; a relative path is relative to the
+    # working directory) or postgresql+psycopg://user@host/db for several nodes.
+    # $IMAGE_SERVICE_JOB_STORE_URL overrides it, so passwords stay out of YAML.
+    store_url: str = "sqlite:///data/jobs.sqlite3"
+    # A running job whose worker stops heartbeating for this long is re-queued.
+    lease_s: float = Field(30.0, ge=1, le=3600)
+    # A job whose worker was lost this many times ends failed instead of running again.
+    max_attempts: int = Field(3, ge=1, le=20)
+    # Jobs one JobRunner replica runs at once (they share the models' batches).
+    runner_concurrency: int = Field(16, ge=1, le=1024)
+    poll_interval_s: float = Field(0.5, gt=0, le=60)
+    sweep_interval_s: float = Field(5.0, gt=0, le=600)
+    max_batch_jobs: int = Field(1000, ge=1, le=100_000)
+    # A second request with an Idempotency-Key still being created gets 409 for this long;
+    # after it, the creator is presumed dead and the key may be taken over.
+    idempotency_lock_s: float = Field(30.0, ge=1, le=3600)
+    webhooks: WebhookConfig = WebhookConfig()
+
+
 class AppConfig(StrictModel):
     models: list[ModelConfig] = Field(min_length=1)
     templates_path: str = "configs/templates.yaml"
@@ -193,6 +240,7 @@ class AppConfig(StrictModel):
     storage: StorageConfig = StorageConfig()
     gateway: GatewayConfig = GatewayConfig()
     images: ImageInputConfig = ImageInputConfig()
+    jobs: JobsConfig = JobsConfig()
 
     @field_validator("models")
     @classmethod

@@ -1,0 +1,711 @@
+"""The job store: jobs, batches, Idempotency-Keys and the webhook outbox, in one SQL database.
+
+SQLite is the embedded default; PostgreSQL serves several nodes. Both run the same
+SQLAlchemy Core statements. Claims are a single `UPDATE ... WHERE id IN (SELECT ... FOR
+UPDATE SKIP LOCKED) RETURNING`: on PostgreSQL two runners never take the same job and
+never wait on each other; SQLite has one writer at a time (`BEGIN IMMEDIATE`), which
+gives the same guarantee.
+
+Every terminal transition writes its webhook delivery in the same transaction (an
+outbox), so a job never ends without its callback being due, and never gets two.
+All methods are synchronous; async callers use `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from serve_app.errors import ConflictError, NotFoundError, UnprocessableError
+from serve_app.jobs.records import (
+    CANCELED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    BatchRecord,
+    DeliveryRecord,
+    JobRecord,
+    NewJob,
+)
+from serve_app.jobs.schema import batches, idempotency_keys, jobs, metadata, webhook_deliveries
+from serve_app.jobs.views import batch_object, event_payload, job_object
+
+logger = logging.getLogger(__name__)
+
+# Any constant: PostgreSQL's advisory lock that serialises schema creation across replicas.
+SCHEMA_LOCK_ID = 0x1A6E5E4E
+PENDING, DELIVERED, DELIVERY_FAILED, DISABLED = "pending", "delivered", "failed", "disabled"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class JobStore:
+    def __init__(self, url: str):
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self._writer = self._sqlite_engine(immediate=True)
+            # Reads take no write lock: WAL lets them run beside the one writer.
+            self._reader = self._sqlite_engine(immediate=False)
+        else:
+            self._writer = self._reader = create_engine(
+                self.url, pool_pre_ping=True, pool_size=4, max_overflow=8
+            )
+
+    def _sqlite_engine(self, immediate: bool) -> Engine:
+        database = self.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection, _record):
+            # Let SQLAlchemy's begin event issue BEGIN, not the sqlite3 module.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            # A writer takes the lock up front, so it waits (busy_timeout) instead of
+            # failing when a read transaction would have to be upgraded.
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def create_schema(self) -> None:
+        with self._writer.begin() as connection:
+            if not self.is_sqlite:
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID}
+                )
+            metadata.create_all(connection, checkfirst=True)
+
+    def dispose(self) -> None:
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.begin() as connection:
+            yield connection
+
+    # --- Idempotency-Key ---------------------------------------------------------------
+
+    def reserve_key(
+        self, tenant: str, key: str, request_hash: str, lock_s: float, now: float | None = None
+    ) -> str | None:
+        """Take an Idempotency-Key for a new request; None means: go on and create.
+
+        Returns the id made under this key by an earlier, identical request. Raises
+        422 when the key was used with another body, 409 while its first request is
+        still being created.
+        """
+        now = time.time() if now is None else now
+        try:
+            with self._write() as connection:
+                connection.execute(
+                    insert(idempotency_keys).values(
+                        tenant=tenant,
+                        key=key,
+                        request_hash=request_hash,
+                        state="creating",
+                        resource_id=None,
+                        locked_until=now + lock_s,
+                        created_at=now,
+                    )
+                )
+            return None
+        except IntegrityError:
+            pass
+        with self._write() as connection:
+            row = connection.execute(
+                select(idempotency_keys).where(
+                    idempotency_keys.c.tenant == tenant, idempotency_keys.c.key == key
+                )
+            ).one_or_none()
+            if row is None:  # released between our insert and this read: try once more
+                return self.reserve_key(tenant, key, request_hash, lock_s, now)
+            if row.request_hash != request_hash:
+                raise UnprocessableError(
+                    "this Idempotency-Key was used with a different request body",
+                    code="idempotency_key_reused",
+                )
+            if row.state == "done":
+                return row.resource_id
+            if row.locked_until > now:
+                raise ConflictError(
+                    "a request with this Idempotency-Key is still being processed; retry",
+                    code="idempotency_key_in_use",
+                )
+            # Its creator died before finishing: take the key over.
+            connection.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.tenant == tenant, idempotency_keys.c.key == key)
+                .values(locked_until=now + lock_s)
+            )
+            return None
+
+    def release_key(self, tenant: str, key: str) -> None:
+        """Forget a key whose request was refused before anything was created."""
+        with self._write() as connection:
+            connection.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.tenant == tenant,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.state == "creating",
+                )
+            )
+
+    # --- submission --------------------------------------------------------------------
+
+    def create_jobs(
+        self,
+        new_jobs: list[NewJob],
+        *,
+        max_attempts: int,
+        batch_id: str | None = None,
+        batch_callback_url: str | None = None,
+        batch_metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Insert jobs (and their batch) and settle the Idempotency-Key, all or nothing."""
+        now = time.time() if now is None else now
+        tenant = new_jobs[0].tenant
+        with self._write() as connection:
+            if batch_id is not None:
+                connection.execute(
+                    insert(batches).values(
+                        id=batch_id,
+                        tenant=tenant,
+                        status="in_progress",
+                        callback_url=batch_callback_url,
+                        client_metadata=_dumps(batch_metadata),
+                        total=len(new_jobs),
+                        created_at=now,
+                    )
+                )
+            connection.execute(
+                insert(jobs),
+                [
+                    {
+                        "id": job.id,
+                        "tenant": job.tenant,
+                        "type": job.type,
+                        "request": _dumps(job.request),
+                        "client_metadata": _dumps(job.client_metadata),
+                        "callback_url": job.callback_url,
+                        "batch_id": batch_id,
+                        "status": QUEUED,
+                        "attempts": 0,
+                        "max_attempts": max_attempts,
+                        "run_after": now,
+                        # Strictly increasing within one submission, so a batch keeps its order.
+                        "created_at": now + index * 1e-6,
+                    }
+                    for index, job in enumerate(new_jobs)
+                ],
+            )
+            if idempotency_key is not None:
+                connection.execute(
+                    update(idempotency_keys)
+                    .where(
+                        idempotency_keys.c.tenant == tenant,
+                        idempotency_keys.c.key == idempotency_key,
+                    )
+                    .values(state="done", resource_id=batch_id or new_jobs[0].id)
+                )
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        with self._read() as connection:
+            row = connection.execute(query).one_or_none()
+        return JobRecord.from_row(row) if row is not None else None
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: str | None = None,
+        status: str | None = None,
+        batch_id: str | None = None,
+    ) -> tuple[list[JobRecord], bool]:
+        """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
+        query = select(jobs).where(jobs.c.tenant == tenant)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        if batch_id is not None:
+            query = query.where(jobs.c.batch_id == batch_id)
+        with self._read() as connection:
+            if after is not None:
+                anchor = connection.execute(
+                    select(jobs.c.created_at, jobs.c.id).where(
+                        jobs.c.id == after, jobs.c.tenant == tenant
+                    )
+                ).one_or_none()
+                if anchor is None:
+                    raise NotFoundError(f"no job {after!r} to page after", param="after")
+                query = query.where(
+                    tuple_(jobs.c.created_at, jobs.c.id) < tuple_(anchor.created_at, anchor.id)
+                )
+            rows = connection.execute(
+                query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+            ).all()
+        records = [JobRecord.from_row(row) for row in rows[:limit]]
+        return records, len(rows) > limit
+
+    def queue_position(self, job: JobRecord) -> int | None:
+        """Queued jobs ahead of this one, across tenants (0 = next)."""
+        if job.status != QUEUED:
+            return None
+        with self._read() as connection:
+            return connection.execute(
+                select(func.count())
+                .select_from(jobs)
+                .where(
+                    jobs.c.status == QUEUED,
+                    tuple_(jobs.c.created_at, jobs.c.id) < tuple_(job.created_at, job.id),
+                )
+            ).scalar_one()
+
+    def get_batch(self, batch_id: str, tenant: str | None = None) -> BatchRecord | None:
+        query = select(batches).where(batches.c.id == batch_id)
+        if tenant is not None:
+            query = query.where(batches.c.tenant == tenant)
+        with self._read() as connection:
+            row = connection.execute(query).one_or_none()
+            if row is None:
+                return None
+            counts = self._batch_counts(connection, batch_id)
+        return BatchRecord.from_row(row, counts)
+
+    @staticmethod
+    def _batch_counts(connection: Connection, batch_id: str) -> dict[str, int]:
+        rows = connection.execute(
+            select(jobs.c.status, func.count())
+            .where(jobs.c.batch_id == batch_id)
+            .group_by(jobs.c.status)
+        ).all()
+        return {status: count for status, count in rows}
+
+    def latest_delivery(self, subject_id: str) -> DeliveryRecord | None:
+        with self._read() as connection:
+            row = connection.execute(
+                select(webhook_deliveries)
+                .where(webhook_deliveries.c.subject_id == subject_id)
+                .order_by(webhook_deliveries.c.created_at.desc())
+                .limit(1)
+            ).one_or_none()
+        return DeliveryRecord.from_row(row) if row is not None else None
+
+    # --- cancel -----------------------------------------------------------------------------
+
+    def cancel_job(self, tenant: str, job_id: str, now: float | None = None) -> JobRecord:
+        """Queued or running → canceled. A canceled job stays canceled (repeat is harmless)."""
+        now = time.time() if now is None else now
+        with self._write() as connection:
+            row = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.tenant == tenant,
+                    jobs.c.status.in_((QUEUED, RUNNING)),
+                )
+                .values(
+                    status=CANCELED,
+                    finished_at=now,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    error=_dumps({"code": "canceled", "message": "canceled by the client"}),
+                )
+                .returning(*jobs.c)
+            ).one_or_none()
+            if row is not None:
+                job = JobRecord.from_row(row)
+                self._after_terminal(connection, job, now)
+                return job
+        job = self.get_job(job_id, tenant)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}", code="job_not_found", param="job_id")
+        if job.status != CANCELED:
+            raise ConflictError(
+                f"job {job_id!r} already {job.status}; only queued or running jobs can be canceled",
+                code="job_not_cancelable",
+            )
+        return job
+
+    # --- the runner's side: claim, heartbeat, finish, sweep ----------------------------------
+
+    def claim_jobs(
+        self, worker_id: str, limit: int, lease_s: float, now: float | None = None
+    ) -> list[JobRecord]:
+        """Take up to `limit` queued jobs, oldest first, under a fresh lease each."""
+        if limit <= 0:
+            return []
+        now = time.time() if now is None else now
+        rows = self._claim_rows(
+            jobs,
+            [jobs.c.status == QUEUED, jobs.c.run_after <= now],
+            [jobs.c.created_at, jobs.c.id],
+            limit,
+            {
+                "status": RUNNING,
+                "worker_id": worker_id,
+                "lease_token": secrets.token_hex(16),
+                "lease_expires_at": now + lease_s,
+                "heartbeat_at": now,
+                "attempts": jobs.c.attempts + 1,
+                "started_at": func.coalesce(jobs.c.started_at, now),
+            },
+        )
+        return sorted((JobRecord.from_row(row) for row in rows), key=lambda j: j.created_at)
+
+    def _claim_rows(
+        self, table: Table, conditions: list, order_by: list, limit: int, values: dict[str, Any]
+    ) -> list[Row]:
+        """Lock up to `limit` matching rows others have not locked, update them, return them.
+
+        A CTE, not `IN (subquery)`: PostgreSQL may run an IN subquery more than once,
+        and with SKIP LOCKED each run can pick other rows, so more than `limit` would move.
+        """
+        chosen = (
+            select(table.c.id)
+            .where(*conditions)
+            .order_by(*order_by)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("chosen")
+        )
+        with self._write() as connection:
+            return connection.execute(
+                update(table)
+                .where(table.c.id == chosen.c.id, *conditions)
+                .values(**values)
+                .returning(*table.c)
+            ).all()
+
+    def heartbeat(
+        self, job_id: str, lease_token: str, lease_s: float, now: float | None = None
+    ) -> bool:
+        """Extend a lease; False when the job is no longer ours (canceled or swept)."""
+        now = time.time() if now is None else now
+        with self._write() as connection:
+            updated = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
+                )
+                .values(lease_expires_at=now + lease_s, heartbeat_at=now)
+            ).rowcount
+        return updated == 1
+
+    def set_progress(self, job_ids: list[str], step: int, total: int) -> None:
+        """From the model replica's step callback; only running jobs move."""
+        with self._write() as connection:
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(job_ids), jobs.c.status == RUNNING)
+                .values(progress_step=step, progress_total=total)
+            )
+
+    def finish_job(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> JobRecord | None:
+        """running → succeeded (with result) or failed (with error), if the lease is still ours.
+
+        None means the job was canceled or taken over meanwhile; nothing was written.
+        """
+        now = time.time() if now is None else now
+        status = SUCCEEDED if error is None else FAILED
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": now,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "result": _dumps(result),
+            "error": _dumps(error),
+        }
+        if result is not None:
+            values["progress_step"] = values["progress_total"] = result.get("steps")
+        with self._write() as connection:
+            row = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
+                )
+                .values(**values)
+                .returning(*jobs.c)
+            ).one_or_none()
+            if row is None:
+                return None
+            job = JobRecord.from_row(row)
+            self._after_terminal(connection, job, now)
+        return job
+
+    def retry_job(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        delay_s: float,
+        error: dict[str, Any],
+        now: float | None = None,
+    ) -> JobRecord | None:
+        """A transient failure: back to the queue after `delay_s`, or failed when the job
+        has used its attempts."""
+        now = time.time() if now is None else now
+        job = self.get_job(job_id)
+        if job is None or job.lease_token != lease_token or job.status != RUNNING:
+            return None
+        if job.attempts >= job.max_attempts:
+            return self.finish_job(job_id, lease_token, error=error, now=now)
+        with self._write() as connection:
+            row = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
+                )
+                .values(
+                    status=QUEUED,
+                    worker_id=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    run_after=now + delay_s,
+                    error=_dumps(error),
+                )
+                .returning(*jobs.c)
+            ).one_or_none()
+        return JobRecord.from_row(row) if row is not None else None
+
+    def sweep_expired(self, now: float | None = None) -> tuple[int, int]:
+        """Running jobs whose lease ran out (their worker died): re-queue them, or fail
+        those that have used their attempts. Returns (requeued, failed)."""
+        now = time.time() if now is None else now
+        requeued = failed = 0
+        with self._write() as connection:
+            expired = connection.execute(
+                select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts)
+                .where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for job_id, attempts, max_attempts in expired:
+                still_expired = and_(
+                    jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.lease_expires_at < now
+                )
+                if attempts >= max_attempts:
+                    row = connection.execute(
+                        update(jobs)
+                        .where(still_expired)
+                        .values(
+                            status=FAILED,
+                            finished_at=now,
+                            lease_token=None,
+                            lease_expires_at=None,
+                            error=_dumps(
+                                {
+                                    "code": "worker_lost",
+                                    "message": f"the worker running this job was lost "
+                                    f"{attempts} times",
+                                }
+                            ),
+                        )
+                        .returning(*jobs.c)
+                    ).one_or_none()
+                    if row is not None:
+                        self._after_terminal(connection, JobRecord.from_row(row), now)
+                        failed += 1
+                else:
+                    requeued += connection.execute(
+                        update(jobs)
+                        .where(still_expired)
+                        .values(
+                            status=QUEUED,
+                            worker_id=None,
+                            lease_token=None,
+                            lease_expires_at=None,
+                            run_after=now,
+                        )
+                    ).rowcount
+        if requeued or failed:
+            logger.warning(
+                "sweeper: %d job(s) re-queued, %d failed after lost workers", requeued, failed
+            )
+        return requeued, failed
+
+    def _after_terminal(self, connection: Connection, job: JobRecord, now: float) -> None:
+        """In the transaction that ended a job: its webhook, and its batch if it was the last."""
+        if job.callback_url:
+            self._enqueue(
+                connection,
+                job.tenant,
+                job.id,
+                f"job.{job.status}",
+                job.callback_url,
+                job_object(job),
+                now,
+            )
+        if job.batch_id is None:
+            return
+        # Lock the batch row, so the last two jobs ending at once cannot both miss it.
+        batch_row = connection.execute(
+            select(batches).where(batches.c.id == job.batch_id).with_for_update()
+        ).one()
+        if batch_row.status != "in_progress":
+            return
+        counts = self._batch_counts(connection, job.batch_id)
+        if any(status not in TERMINAL for status in counts):
+            return
+        connection.execute(
+            update(batches)
+            .where(batches.c.id == job.batch_id)
+            .values(status="completed", finished_at=now)
+        )
+        if batch_row.callback_url:
+            finished = connection.execute(select(batches).where(batches.c.id == job.batch_id)).one()
+            batch = BatchRecord.from_row(finished, counts)
+            self._enqueue(
+                connection,
+                batch.tenant,
+                batch.id,
+                "batch.completed",
+                batch.callback_url,
+                batch_object(batch),
+                now,
+            )
+
+    # --- webhook outbox ------------------------------------------------------------------------
+
+    @staticmethod
+    def _enqueue(
+        connection: Connection,
+        tenant: str,
+        subject_id: str,
+        event_name: str,
+        url: str,
+        data: dict[str, Any],
+        now: float,
+    ) -> None:
+        connection.execute(
+            insert(webhook_deliveries).values(
+                id=new_id("msg"),
+                tenant=tenant,
+                subject_id=subject_id,
+                event=event_name,
+                url=url,
+                payload=json.dumps(event_payload(event_name, data, now), separators=(",", ":")),
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+
+    def claim_deliveries(
+        self, limit: int, lease_s: float, now: float | None = None
+    ) -> list[DeliveryRecord]:
+        """Due deliveries, each under a lease so two runners never send one at once."""
+        now = time.time() if now is None else now
+        rows = self._claim_rows(
+            webhook_deliveries,
+            [
+                webhook_deliveries.c.status == PENDING,
+                webhook_deliveries.c.next_attempt_at <= now,
+                or_(
+                    webhook_deliveries.c.lease_expires_at.is_(None),
+                    webhook_deliveries.c.lease_expires_at < now,
+                ),
+            ],
+            [webhook_deliveries.c.next_attempt_at],
+            limit,
+            {"lease_token": secrets.token_hex(16), "lease_expires_at": now + lease_s},
+        )
+        return [DeliveryRecord.from_row(row) for row in rows]
+
+    def record_delivery(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        *,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: float | None,
+        now: float | None = None,
+    ) -> None:
+        """One attempt's outcome: delivered, failed for good, disabled, or pending again."""
+        now = time.time() if now is None else now
+        values: dict[str, Any] = {
+            "status": status,
+            "attempts": webhook_deliveries.c.attempts + 1,
+            "last_status_code": status_code,
+            "last_error": error[:300] if error else None,
+            "lease_token": None,
+            "lease_expires_at": None,
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        if status == DELIVERED:
+            values["delivered_at"] = now
+        with self._write() as connection:
+            connection.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id == delivery_id,
+                    webhook_deliveries.c.lease_token == lease_token,
+                )
+                .values(**values)
+            )

@@ -1,0 +1,285 @@
+"""The job store against real SQLite and a real PostgreSQL: transitions, leases, sweeper,
+Idempotency-Keys, batches and the webhook outbox."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from serve_app.errors import ConflictError, NotFoundError, UnprocessableError
+from serve_app.jobs.records import NewJob
+from serve_app.jobs.store import JobStore, new_id
+
+
+@pytest.fixture
+def store(store_url):
+    job_store = JobStore(store_url)
+    job_store.create_schema()
+    yield job_store
+    job_store.dispose()
+
+
+def make_jobs(count: int, tenant: str = "acme", callback_url: str | None = None) -> list[NewJob]:
+    return [
+        NewJob(
+            id=new_id("job"),
+            tenant=tenant,
+            type="image_generation",
+            request={"prompt": f"item {i}", "seed": i},
+            client_metadata={"sku": str(i)},
+            callback_url=callback_url,
+        )
+        for i in range(count)
+    ]
+
+
+def deliveries(store: JobStore) -> list:
+    return store.claim_deliveries(limit=100, lease_s=30)
+
+
+def test_create_read_list_and_tenant_scope(store):
+    created = make_jobs(5)
+    store.create_jobs(created, max_attempts=3)
+    store.create_jobs(make_jobs(2, tenant="other"), max_attempts=3)
+
+    job = store.get_job(created[0].id, "acme")
+    assert job.status == "queued" and job.request == {"prompt": "item 0", "seed": 0}
+    assert job.client_metadata == {"sku": "0"} and job.attempts == 0
+    assert store.get_job(created[0].id, "other") is None
+
+    first_page, more = store.list_jobs("acme", limit=3)
+    assert more and [j.id for j in first_page] == [j.id for j in reversed(created)][:3]
+    second_page, more = store.list_jobs("acme", limit=3, after=first_page[-1].id)
+    assert not more and [j.id for j in second_page] == [created[1].id, created[0].id]
+    with pytest.raises(NotFoundError):
+        store.list_jobs("other", limit=3, after=created[0].id)
+
+    assert [store.queue_position(store.get_job(j.id)) for j in created] == [0, 1, 2, 3, 4]
+
+
+def test_idempotency_key_states(store):
+    assert store.reserve_key("acme", "k1", "hash-a", lock_s=30, now=1000) is None
+    with pytest.raises(ConflictError):
+        store.reserve_key("acme", "k1", "hash-a", lock_s=30, now=1001)
+    with pytest.raises(UnprocessableError):
+        store.reserve_key("acme", "k1", "hash-b", lock_s=30, now=1001)
+    # The same key belongs to each tenant separately.
+    assert store.reserve_key("other", "k1", "hash-b", lock_s=30, now=1001) is None
+
+    jobs = make_jobs(1)
+    store.create_jobs(jobs, max_attempts=3, idempotency_key="k1")
+    assert store.reserve_key("acme", "k1", "hash-a", lock_s=30, now=1002) == jobs[0].id
+    with pytest.raises(UnprocessableError):
+        store.reserve_key("acme", "k1", "hash-b", lock_s=30, now=1002)
+
+    # A creator that died: after the lock, the key can be taken over.
+    assert store.reserve_key("acme", "k2", "hash-a", lock_s=30, now=1000) is None
+    assert store.reserve_key("acme", "k2", "hash-a", lock_s=30, now=1031) is None
+    # A refused request gives its key back.
+    store.release_key("acme", "k2")
+    assert store.reserve_key("acme", "k2", "hash-b", lock_s=30, now=1032) is None
+
+
+def test_fifty_concurrent_reservations_let_exactly_one_create(store_url, store):
+    barrier = threading.Barrier(50)
+
+    def reserve(_):
+        own = JobStore(store_url)  # like separate Gateway replicas
+        try:
+            barrier.wait()
+            return store_outcome(own)
+        finally:
+            own.dispose()
+
+    def store_outcome(own):
+        try:
+            return own.reserve_key("acme", "same", "hash", lock_s=30)
+        except ConflictError:
+            return "409"
+
+    with ThreadPoolExecutor(50) as pool:
+        outcomes = list(pool.map(reserve, range(50)))
+    assert outcomes.count(None) == 1
+    assert outcomes.count("409") == 49
+
+
+def test_concurrent_claims_never_share_a_job(store_url, store):
+    created = make_jobs(40)
+    store.create_jobs(created, max_attempts=3)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name):
+        own = JobStore(store_url)
+        try:
+            while True:
+                batch = own.claim_jobs(name, limit=3, lease_s=30)
+                if not batch:
+                    return
+                with lock:
+                    claimed.extend(job.id for job in batch)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(job.id for job in created)
+    assert all(store.get_job(job.id).attempts == 1 for job in created)
+
+
+def test_claim_order_heartbeat_finish_and_outbox(store):
+    created = make_jobs(3, callback_url="https://hooks.example.com/x")
+    store.create_jobs(created, max_attempts=3, now=100)
+    (job,) = store.claim_jobs("w1", limit=1, lease_s=10, now=101)
+    assert job.id == created[0].id and job.status == "running" and job.started_at == 101
+    assert store.heartbeat(job.id, job.lease_token, lease_s=10, now=105)
+    assert not store.heartbeat(job.id, "not-the-token", lease_s=10, now=105)
+
+    store.set_progress([job.id], 2, 4)
+    assert (store.get_job(job.id).progress_step, store.get_job(job.id).progress_total) == (2, 4)
+
+    result = {
+        "images": [
+            {"key": f"jobs/{job.id}/0.png", "seed": 0, "sha256": "ab", "width": 64, "height": 64}
+        ],
+        "steps": 4,
+    }
+    finished = store.finish_job(job.id, job.lease_token, result=result, now=110)
+    assert finished.status == "succeeded" and finished.result == result
+    # Only forward: a second finish, or a failure after success, writes nothing.
+    assert store.finish_job(job.id, job.lease_token, result=result) is None
+    assert store.finish_job(job.id, job.lease_token, error={"code": "x"}) is None
+    assert store.get_job(job.id).status == "succeeded"
+
+    (delivery,) = deliveries(store)
+    assert delivery.subject_id == job.id and delivery.event == "job.succeeded"
+    payload = json.loads(delivery.payload)
+    assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job.id
+    assert payload["data"]["result"]["images"][0]["sha256"] == "ab"
+    assert "url" not in payload["data"]["result"]["images"][0]
+
+
+def test_cancel_queued_and_running(store):
+    created = make_jobs(2, callback_url="https://hooks.example.com/x")
+    store.create_jobs(created, max_attempts=3)
+    assert store.cancel_job("acme", created[1].id).status == "canceled"
+    (running,) = store.claim_jobs("w1", limit=5, lease_s=10)  # the canceled one is not claimed
+    assert running.id == created[0].id
+    assert store.cancel_job("acme", running.id).status == "canceled"
+    assert not store.heartbeat(running.id, running.lease_token, lease_s=10)
+    assert store.finish_job(running.id, running.lease_token, result={"images": []}) is None
+    assert store.cancel_job("acme", running.id).status == "canceled"  # repeat is harmless
+    with pytest.raises(NotFoundError):
+        store.cancel_job("other", running.id)
+    assert sorted(d.event for d in deliveries(store)) == ["job.canceled", "job.canceled"]
+
+    done = make_jobs(1)
+    store.create_jobs(done, max_attempts=3)
+    (job,) = store.claim_jobs("w1", limit=1, lease_s=10)
+    store.finish_job(job.id, job.lease_token, result={"images": []})
+    with pytest.raises(ConflictError):
+        store.cancel_job("acme", job.id)
+
+
+def test_sweeper_requeues_then_fails_after_max_attempts(store):
+    created = make_jobs(1, callback_url="https://hooks.example.com/x")
+    store.create_jobs(created, max_attempts=2, now=0)
+    job_id = created[0].id
+    (first,) = store.claim_jobs("w1", limit=1, lease_s=10, now=1)
+    assert store.sweep_expired(now=5) == (0, 0)  # lease still good
+    assert store.sweep_expired(now=12) == (1, 0)
+    assert store.get_job(job_id).status == "queued"
+    # The lost worker's late result is refused.
+    assert store.finish_job(job_id, first.lease_token, result={"images": []}) is None
+
+    (second,) = store.claim_jobs("w2", limit=1, lease_s=10, now=13)
+    assert second.attempts == 2
+    assert store.sweep_expired(now=30) == (0, 1)
+    failed = store.get_job(job_id)
+    assert failed.status == "failed" and failed.error["code"] == "worker_lost"
+    assert [d.event for d in deliveries(store)] == ["job.failed"]
+
+
+def test_retry_waits_for_its_delay_and_counts_attempts(store):
+    created = make_jobs(1)
+    store.create_jobs(created, max_attempts=2, now=0)
+    (job,) = store.claim_jobs("w1", limit=1, lease_s=10, now=1)
+    error = {"code": "model_overloaded", "message": "busy"}
+    assert (
+        store.retry_job(job.id, job.lease_token, delay_s=5, error=error, now=2).status == "queued"
+    )
+    assert store.claim_jobs("w1", limit=1, lease_s=10, now=3) == []
+    (again,) = store.claim_jobs("w1", limit=1, lease_s=10, now=8)
+    final = store.retry_job(again.id, again.lease_token, delay_s=5, error=error, now=9)
+    assert final.status == "failed" and final.error == error
+
+
+def test_batch_completes_once_when_its_last_jobs_end_together(store_url, store):
+    created = make_jobs(6)
+    batch_id = new_id("batch")
+    store.create_jobs(
+        created,
+        max_attempts=3,
+        batch_id=batch_id,
+        batch_callback_url="https://hooks.example.com/batch",
+        batch_metadata={"import": "spring"},
+    )
+    claimed = store.claim_jobs("w1", limit=6, lease_s=30)
+    barrier = threading.Barrier(len(claimed))
+
+    def finish(job):
+        own = JobStore(store_url)
+        try:
+            barrier.wait()
+            return own.finish_job(job.id, job.lease_token, result={"images": []})
+        finally:
+            own.dispose()
+
+    with ThreadPoolExecutor(len(claimed)) as pool:
+        assert all(pool.map(finish, claimed))
+    batch = store.get_batch(batch_id, "acme")
+    assert batch.status == "completed" and batch.counts == {"succeeded": 6}
+    assert batch.client_metadata == {"import": "spring"}
+    assert store.get_batch(batch_id, "other") is None
+    events = [d.event for d in deliveries(store)]
+    assert events == ["batch.completed"]
+
+
+def test_delivery_lease_and_outcomes(store):
+    created = make_jobs(1, callback_url="https://hooks.example.com/x")
+    store.create_jobs(created, max_attempts=3)
+    (job,) = store.claim_jobs("w1", limit=1, lease_s=10)
+    store.finish_job(job.id, job.lease_token, result={"images": []}, now=100)
+
+    (delivery,) = store.claim_deliveries(limit=5, lease_s=30, now=100)
+    assert store.claim_deliveries(limit=5, lease_s=30, now=101) == []  # leased
+    store.record_delivery(
+        delivery.id,
+        delivery.lease_token,
+        status="pending",
+        status_code=500,
+        error="HTTP 500",
+        next_attempt_at=110,
+        now=101,
+    )
+    assert store.claim_deliveries(limit=5, lease_s=30, now=105) == []  # backing off
+    (again,) = store.claim_deliveries(limit=5, lease_s=30, now=111)
+    assert again.id == delivery.id and again.payload == delivery.payload
+    store.record_delivery(
+        again.id,
+        again.lease_token,
+        status="delivered",
+        status_code=204,
+        error=None,
+        next_attempt_at=None,
+        now=112,
+    )
+    latest = store.latest_delivery(job.id)
+    assert (latest.status, latest.attempts, latest.last_status_code) == ("delivered", 2, 204)
+    assert store.claim_deliveries(limit=5, lease_s=30, now=200) == []
