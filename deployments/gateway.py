@@ -2,88 +2,38 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from typing import Any
 
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api.server import create_app
-from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
-from serve_app.errors import ServiceError, ServiceUnavailableError
-from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
-from serve_app.prompts import PromptRequest, RenderedPrompt
-from serve_app.storage import LocalStorage, UrlSigner
-from serve_app.storage.signing import secret_from_environment
-
-logger = logging.getLogger(__name__)
-
-
-async def _call(handle_method, *args) -> Any:
-    """Await a handle call; errors come out as the ServiceError the callee raised, or a 503."""
-    try:
-        return await handle_method.remote(*args)
-    except RayTaskError as error:
-        if isinstance(error.cause, ServiceError):
-            raise error.cause from None
-        raise
-    except BackPressureError:
-        raise ServiceUnavailableError(
-            "the model is at capacity; retry shortly", code="model_overloaded"
-        ) from None
-    except (RayActorError, DeploymentUnavailableError):
-        raise ServiceUnavailableError(
-            "a replica was lost while serving this request; retry", code="replica_unavailable"
-        ) from None
-
-
-class HandlePromptBackend:
-    def __init__(self, handle: DeploymentHandle):
-        self.handle = handle
-
-    async def render(self, request: PromptRequest) -> RenderedPrompt:
-        return await _call(self.handle.render, request)
-
-    async def listing(self) -> dict[str, list[dict]]:
-        return await _call(self.handle.listing)
-
-
-class HandleModelBackend:
-    def __init__(self, handle: DeploymentHandle):
-        self.handle = handle
-
-    async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult:
-        return await _call(self.handle.run, spec)
-
-    async def health(self) -> dict[str, Any]:
-        return await _call(self.handle.health)
+from serve_app.jobs.service import JobService
+from serve_app.jobs.store import JobStore, job_store_url
+from serve_app.ray_adapters import gateway_service
 
 
 @serve.deployment(max_ongoing_requests=100)
 @serve.ingress()
 class Gateway:
-    def __init__(
-        self, config: AppConfig, templater: DeploymentHandle, models: dict[str, DeploymentHandle]
+    async def __init__(
+        self,
+        config: AppConfig,
+        templater: DeploymentHandle,
+        models: dict[str, DeploymentHandle],
+        job_runner: DeploymentHandle,
     ):
-        storage = LocalStorage(config.resolve_path(config.storage.root))
-        secret = (
-            (config.storage.signing_secret or "").encode()
-            or secret_from_environment()
-            or storage.signing_secret()
-        )
-        self.service = GatewayService(
-            config,
-            prompts=HandlePromptBackend(templater),
-            models={name: HandleModelBackend(handle) for name, handle in models.items()},
-            storage=storage,
-            signer=UrlSigner(secret, config.storage.url_ttl_s),
-        )
+        # The Gateway does not call the JobRunner; holding its handle makes Serve deploy it.
+        self.job_runner = job_runner
+        self.service = gateway_service(config, templater, models)
+        store = JobStore(job_store_url(config.jobs))
+        await asyncio.to_thread(store.create_schema)
+        self.jobs = JobService(self.service, store)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, replica_counts=self.replica_counts)
+        return create_app(self.service, replica_counts=self.replica_counts, jobs=self.jobs)
 
     async def replica_counts(self) -> dict[str, Any]:
         """Running replicas per deployment, as the Serve controller reports them."""

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ray import serve
 
-from serve_app.config import ModelConfig
+from serve_app.config import JobsConfig, ModelConfig
+from serve_app.jobs.progress import ProgressReporter
+from serve_app.jobs.store import job_store_url
 from serve_app.models.engine import BatchResult, ModelEngine, ModelSpec
 from serve_app.models.spec import GenerationResult
 
@@ -22,8 +24,10 @@ def count_images(specs: list[ModelSpec]) -> int:
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=30)
 class ModelReplica:
-    def __init__(self, model: ModelConfig, tiny_cache: str):
-        self.engine = ModelEngine(model, Path(tiny_cache))
+    def __init__(self, model: ModelConfig, tiny_cache: str, jobs: JobsConfig):
+        # Durable jobs in a batch get their step progress written to the job store.
+        progress = ProgressReporter(job_store_url(jobs))
+        self.engine = ModelEngine(model, Path(tiny_cache), progress=progress)
         self.engine.warmup()
         self._run_batch.set_max_batch_size(model.batching.max_batch_size)
         self._run_batch.set_batch_wait_timeout_s(model.batching.batch_wait_timeout_s)

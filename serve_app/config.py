@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from serve_app.models.registry import FAMILY_TASKS
 
-RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater"}
+RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater", "JobRunner"}
 SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 
@@ -257,3 +257,14 @@ class AppConfig(StrictModel):
     def resolve_path(self, path: str) -> Path:
         """Relative paths in the config are relative to the working directory."""
         return Path(path).expanduser().resolve()
+
+    def with_absolute_store_path(self) -> AppConfig:
+        """A relative SQLite path made absolute here, so that every replica, whatever its
+        working directory, opens the same file."""
+        prefix = "sqlite:///"
+        url = self.jobs.store_url
+        if not url.startswith(prefix) or url[len(prefix) :].startswith("/"):
+            return self
+        path = self.resolve_path(url[len(prefix) :])
+        jobs = self.jobs.model_copy(update={"store_url": f"{prefix}{path}"})
+        return self.model_copy(update={"jobs": jobs})

@@ -3,6 +3,7 @@
     Gateway ──▶ PromptTemplater
             └─▶ one ModelReplica deployment per model (text-to-image or edit),
                 named after the model
+    JobRunner ─▶ the same PromptTemplater and ModelReplica handles, for durable jobs
 
 Ops override any deployment's replicas, `num_gpus`, autoscaling and queue limits
 by that name in the `deployments:` section of the Serve config.
@@ -15,6 +16,7 @@ from typing import Any
 from ray.serve import Application
 
 from deployments.gateway import Gateway
+from deployments.job_runner import JobRunner
 from deployments.model_replica import ModelReplica
 from deployments.prompt_templater import PromptTemplater
 from serve_app.config import AppConfig
@@ -23,6 +25,7 @@ from serve_app.config import AppConfig
 def build_app(args: dict[str, Any]) -> Application:
     # Validation happens here, before any replica starts or any model loads.
     config = AppConfig.model_validate(args)
+    config = config.with_absolute_store_path()
     tiny_cache = str(config.resolve_path(config.tiny_model_cache))
     templater = PromptTemplater.bind(str(config.resolve_path(config.templates_path)))
     models = {
@@ -30,7 +33,9 @@ def build_app(args: dict[str, Any]) -> Application:
             name=model.name,
             # Room for two full batches: one running, one forming.
             max_ongoing_requests=max(2 * model.batching.max_batch_size, 8),
-        ).bind(model, tiny_cache)
+        ).bind(model, tiny_cache, config.jobs)
         for model in config.models
     }
-    return Gateway.bind(config, templater, models)
+    # Passed to the Gateway only so that Serve deploys it: it runs on its own.
+    job_runner = JobRunner.bind(config, templater, models)
+    return Gateway.bind(config, templater, models, job_runner)

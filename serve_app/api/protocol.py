@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class APIModel(BaseModel):
@@ -113,6 +113,143 @@ class ModelCard(APIModel):
 class ModelList(APIModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# --- jobs and batches -------------------------------------------------------------------
+
+JobType = Literal["image_generation", "image_edit", "chat"]
+
+
+def _small_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is not None and (
+        len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())
+    ):
+        raise ValueError("at most 16 keys of up to 64 characters, values up to 512")
+    return value
+
+
+Metadata = Annotated[
+    dict[str, str] | None,
+    AfterValidator(_small_metadata),
+    Field(description="Up to 16 keys (64 chars) and values (512 chars), echoed back."),
+]
+
+
+class JobItem(APIModel):
+    type: JobType
+    request: dict[str, Any] = Field(
+        description="The body the sync route takes: /v1/images/generations for "
+        "image_generation, the JSON form of /v1/images/edits for image_edit."
+    )
+    metadata: Metadata = None
+
+
+class JobCreateRequest(JobItem):
+    """POST /v1/jobs."""
+
+    callback_url: str | None = Field(
+        None, max_length=2048, description="Told when the job ends (Standard Webhooks)."
+    )
+
+
+class BatchCreateRequest(APIModel):
+    """POST /v1/batches: many jobs at once, one webhook when the last one ends."""
+
+    jobs: list[JobItem] = Field(min_length=1)
+    callback_url: str | None = Field(None, max_length=2048)
+    metadata: Metadata = None
+
+
+class JobImage(APIModel):
+    url: str | None = None
+    seed: int
+    sha256: str
+    width: int
+    height: int
+
+
+class JobResult(APIModel):
+    model: str
+    size: str
+    steps: int
+    revised_prompt: str
+    output_format: str
+    images: list[JobImage]
+
+
+class JobProgress(APIModel):
+    step: int
+    total: int
+
+
+class JobTimings(APIModel):
+    queued_s: float | None
+    running_s: float | None
+
+
+class JobError(APIModel):
+    code: str | None
+    message: str
+    param: str | None = None
+
+
+class WebhookState(APIModel):
+    id: str
+    event: str
+    status: Literal["pending", "delivered", "failed", "disabled"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: int | None
+    delivered_at: int | None
+
+
+class JobObject(APIModel):
+    id: str
+    object: Literal["job"] = "job"
+    type: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    timings: JobTimings
+    attempts: int
+    progress: JobProgress | None
+    queue_position: int | None
+    batch_id: str | None
+    metadata: dict[str, str] | None
+    result: JobResult | None
+    error: JobError | None
+    webhook: WebhookState | None
+
+
+class JobList(APIModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class BatchCounts(APIModel):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    canceled: int
+
+
+class BatchObject(APIModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    status: Literal["in_progress", "completed"]
+    created_at: int
+    finished_at: int | None
+    total: int
+    counts: BatchCounts
+    metadata: dict[str, str] | None
+    job_ids: list[str] | None
+    webhook: WebhookState | None
 
 
 class ErrorBody(APIModel):

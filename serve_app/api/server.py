@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from serve_app.api.errors import error_response, install_error_handlers
 from serve_app.api.image_inputs import ImageSource
+from serve_app.api.jobs_routes import add_job_routes
 from serve_app.api.protocol import (
     ErrorResponse,
     ImageEditRequest,
@@ -25,14 +26,15 @@ from serve_app.api.protocol import (
 from serve_app.api.serving import GatewayService
 from serve_app.config import GatewayConfig
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from serve_app.jobs.service import JobService
 
 # Enough for the largest multi-image model plus a mask, and every OpenAI form field.
 MAX_FORM_FILES = 8
 MAX_FORM_FIELDS = 40
 
 
-# Routes whose bodies carry images get the larger upload limit.
-UPLOAD_ROUTES = frozenset({"/v1/images/edits"})
+# Routes whose bodies carry images get the larger upload limit (jobs carry edit requests).
+UPLOAD_ROUTES = frozenset({"/v1/images/edits", "/v1/jobs", "/v1/batches"})
 IMAGE_FIELD = re.compile(r"^image(\[\d{0,2}\])?$")
 
 
@@ -121,7 +123,9 @@ async def read_edit_form(
 
 
 def create_app(
-    service: GatewayService, replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    service: GatewayService,
+    replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    jobs: JobService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Image serving API",
@@ -243,5 +247,7 @@ def create_app(
             },
         )
 
+    if jobs is not None:
+        add_job_routes(app, jobs)
     app.add_middleware(BodyLimitMiddleware, config=gateway_config)
     return app

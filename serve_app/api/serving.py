@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from serve_app.api.backends import ModelBackend, PromptBackend
@@ -32,6 +33,17 @@ from serve_app.storage import LocalStorage, UrlSigner
 SEED_SPACE = 2**32
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """A request made ready for its model: the spec to run and what the answer reports."""
+
+    model: ModelConfig
+    spec: GenerationSpec | EditSpec
+    revised_prompt: str
+    size: str
+    steps: int
+
+
 class GatewayService:
     def __init__(
         self,
@@ -53,6 +65,25 @@ class GatewayService:
     async def generate_images(
         self, body: ImageGenerationRequest, base_url: str
     ) -> tuple[ImagesResponse, GenerationResult]:
+        call = await self.plan_generation(body)
+        result = await self.call_model(call.model, call.spec)
+        return await self._response(call, result, body, base_url), result
+
+    async def edit_images(
+        self,
+        body: ImageEditRequest,
+        uploads: list[ImageSource],
+        mask_upload: ImageSource | None,
+        base_url: str,
+    ) -> tuple[ImagesResponse, GenerationResult]:
+        """Edit with images uploaded as files (multipart) or referenced in the JSON body."""
+        call = await self.plan_edit(body, uploads, mask_upload)
+        result = await self.call_model(call.model, call.spec)
+        return await self._response(call, result, body, base_url), result
+
+    # --- planning: everything before the model call, shared with the JobRunner ------------
+
+    async def plan_generation(self, body: ImageGenerationRequest) -> ModelCall:
         model = self.resolve_model(body.model, task="text-to-image")
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         rendered = await self.prompts.render(
@@ -85,42 +116,17 @@ class GatewayService:
             output_format=body.output_format,
             output_compression=body.output_compression,
         )
-        result = await self._call_model(model, spec)
-        response = await self._response(
-            model, result, body, rendered.prompt, f"{width}x{height}", steps, base_url
-        )
-        return response, result
+        return ModelCall(model, spec, rendered.prompt, f"{width}x{height}", steps)
 
-    async def edit_images(
+    async def plan_edit(
         self,
         body: ImageEditRequest,
         uploads: list[ImageSource],
         mask_upload: ImageSource | None,
-        base_url: str,
-    ) -> tuple[ImagesResponse, GenerationResult]:
-        """Edit with images uploaded as files (multipart) or referenced in the JSON body."""
+    ) -> ModelCall:
         model = self.resolve_model(body.model, task="image-edit")
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
-        if uploads and body.images:
-            raise InvalidRequestError(
-                "give images either as uploaded files or in `images`, not both",
-                code="invalid_image",
-                param="images",
-            )
-        sources = uploads or [
-            ImageSource(f"images[{i}]", reference=ref) for i, ref in enumerate(body.images)
-        ]
-        if not sources:
-            raise InvalidRequestError(
-                "an edit needs an input image", code="missing_image", param="image"
-            )
-        most = MAX_INPUT_IMAGES[model.family]
-        if len(sources) > most:
-            raise InvalidRequestError(
-                f"model {model.name!r} takes at most {most} input image(s), got {len(sources)}",
-                code="too_many_images",
-                param="image",
-            )
+        sources = self._edit_sources(model, body, uploads)
         mask_source = mask_upload or (
             ImageSource("mask", reference=body.mask) if body.mask is not None else None
         )
@@ -149,11 +155,49 @@ class GatewayService:
             output_format=body.output_format,
             output_compression=body.output_compression,
         )
-        result = await self._call_model(model, spec)
-        response = await self._response(
-            model, result, body, rendered.prompt, prepared.size, steps, base_url
-        )
-        return response, result
+        return ModelCall(model, spec, rendered.prompt, prepared.size, steps)
+
+    @staticmethod
+    def _edit_sources(
+        model: ModelConfig, body: ImageEditRequest, uploads: list[ImageSource]
+    ) -> list[ImageSource]:
+        if uploads and body.images:
+            raise InvalidRequestError(
+                "give images either as uploaded files or in `images`, not both",
+                code="invalid_image",
+                param="images",
+            )
+        sources = uploads or [
+            ImageSource(f"images[{i}]", reference=ref) for i, ref in enumerate(body.images)
+        ]
+        if not sources:
+            raise InvalidRequestError(
+                "an edit needs an input image", code="missing_image", param="image"
+            )
+        most = MAX_INPUT_IMAGES[model.family]
+        if len(sources) > most:
+            raise InvalidRequestError(
+                f"model {model.name!r} takes at most {most} input image(s), got {len(sources)}",
+                code="too_many_images",
+                param="image",
+            )
+        return sources
+
+    def check_job_request(self, body: ImageGenerationRequest | ImageEditRequest) -> ModelConfig:
+        """What a job's request can be refused for at submission, before it is queued:
+        the model, its task and limits, and explicit size, steps and guidance. Templates
+        and image URLs are rendered and fetched when the job runs."""
+        if isinstance(body, ImageEditRequest):
+            model = self.resolve_model(body.model, task="image-edit")
+            self._edit_sources(model, body, [])
+        else:
+            model = self.resolve_model(body.model, task="text-to-image")
+            if body.size != "auto":
+                width, height = requested_size(body.size)
+                check_size(width, height, model, SIZE_MULTIPLES[model.family])
+        self._check_request(model, body.n, body.prompt, body.negative_prompt)
+        self._check_schedule(model, body.steps or model.defaults.steps, body.guidance_scale or 0)
+        return model
 
     # --- shared by generation and edits -----------------------------------------------------
 
@@ -191,26 +235,30 @@ class GatewayService:
         model: ModelConfig, body: ImageRequest, rendered: RenderedPrompt
     ) -> tuple[int, float]:
         """Steps and guidance: the request's, else the template or style's, else the model's."""
-        limits = model.limits
         steps = body.steps or rendered.steps or model.defaults.steps
+        guidance = body.guidance_scale
+        if guidance is None:
+            guidance = rendered.guidance_scale
+        if guidance is None:
+            guidance = model.defaults.guidance_scale
+        GatewayService._check_schedule(model, steps, guidance)
+        return steps, float(guidance)
+
+    @staticmethod
+    def _check_schedule(model: ModelConfig, steps: int, guidance: float) -> None:
+        limits = model.limits
         if steps > limits.max_steps:
             raise InvalidRequestError(
                 f"steps must be at most {limits.max_steps} for model {model.name!r}",
                 code="invalid_steps",
                 param="steps",
             )
-        guidance = body.guidance_scale
-        if guidance is None:
-            guidance = rendered.guidance_scale
-        if guidance is None:
-            guidance = model.defaults.guidance_scale
         if guidance > limits.max_guidance_scale:
             raise InvalidRequestError(
                 f"guidance_scale must be at most {limits.max_guidance_scale}",
                 code="invalid_guidance_scale",
                 param="guidance_scale",
             )
-        return steps, float(guidance)
 
     @staticmethod
     def _seeds(seed: int | None, n: int) -> tuple[int, ...]:
@@ -219,26 +267,19 @@ class GatewayService:
         return tuple((first_seed + i) % SEED_SPACE for i in range(n))
 
     async def _response(
-        self,
-        model: ModelConfig,
-        result: GenerationResult,
-        body: ImageRequest,
-        revised_prompt: str,
-        size: str,
-        steps: int,
-        base_url: str,
+        self, call: ModelCall, result: GenerationResult, body: ImageRequest, base_url: str
     ) -> ImagesResponse:
-        data = await self._image_data(result, body, revised_prompt, base_url)
+        data = await self._image_data(result, body, call.revised_prompt, base_url)
         pixels = sum(image.width * image.height for image in result.images)
         return ImagesResponse(
             data=data,
             output_format=body.output_format,
-            size=size,
-            model=model.name,
-            usage=ImageUsage(images=len(data), megapixels=round(pixels / 1e6, 4), steps=steps),
+            size=call.size,
+            model=call.model.name,
+            usage=ImageUsage(images=len(data), megapixels=round(pixels / 1e6, 4), steps=call.steps),
         )
 
-    async def _call_model(
+    async def call_model(
         self, model: ModelConfig, spec: GenerationSpec | EditSpec
     ) -> GenerationResult:
         try:

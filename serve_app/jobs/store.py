@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from serve_app.config import JobsConfig
 from serve_app.errors import ConflictError, NotFoundError, UnprocessableError
 from serve_app.jobs.records import (
     CANCELED,
@@ -62,6 +64,13 @@ logger = logging.getLogger(__name__)
 # Any constant: PostgreSQL's advisory lock that serialises schema creation across replicas.
 SCHEMA_LOCK_ID = 0x1A6E5E4E
 PENDING, DELIVERED, DELIVERY_FAILED, DISABLED = "pending", "delivered", "failed", "disabled"
+JOB_STORE_URL_ENV = "IMAGE_SERVICE_JOB_STORE_URL"
+
+
+def job_store_url(jobs: JobsConfig) -> str:
+    """$IMAGE_SERVICE_JOB_STORE_URL (keeps a password out of YAML), else the config's.
+    Read in each replica, where the cluster sets its environment."""
+    return os.environ.get(JOB_STORE_URL_ENV) or jobs.store_url
 
 
 def new_id(prefix: str) -> str:
@@ -327,6 +336,17 @@ class JobStore:
             counts = self._batch_counts(connection, batch_id)
         return BatchRecord.from_row(row, counts)
 
+    def batch_job_ids(self, batch_id: str) -> list[str]:
+        """In submission order."""
+        with self._read() as connection:
+            return list(
+                connection.execute(
+                    select(jobs.c.id)
+                    .where(jobs.c.batch_id == batch_id)
+                    .order_by(jobs.c.created_at, jobs.c.id)
+                ).scalars()
+            )
+
     @staticmethod
     def _batch_counts(connection: Connection, batch_id: str) -> dict[str, int]:
         rows = connection.execute(
@@ -585,6 +605,23 @@ class JobStore:
                 "sweeper: %d job(s) re-queued, %d failed after lost workers", requeued, failed
             )
         return requeued, failed
+
+    def release_jobs(self, worker_id: str, now: float | None = None) -> int:
+        """A worker stopping on purpose hands its running jobs back, attempt not counted."""
+        now = time.time() if now is None else now
+        with self._write() as connection:
+            return connection.execute(
+                update(jobs)
+                .where(jobs.c.worker_id == worker_id, jobs.c.status == RUNNING)
+                .values(
+                    status=QUEUED,
+                    worker_id=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    run_after=now,
+                    attempts=jobs.c.attempts - 1,
+                )
+            ).rowcount
 
     def _after_terminal(self, connection: Connection, job: JobRecord, now: float) -> None:
         """In the transaction that ended a job: its webhook, and its batch if it was the last."""

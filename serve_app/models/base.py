@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +27,8 @@ class PipelineFamily:
     batch_equals_solo: ClassVar[bool] = True
     # False where one pipeline call takes one prompt, so requests cannot share a call.
     batches_requests: ClassVar[bool] = True
+    # False where the pipeline takes no `callback_on_step_end` (no progress per step).
+    reports_steps: ClassVar[bool] = True
 
     def pipeline_class(self) -> type:
         raise NotImplementedError
@@ -37,9 +40,25 @@ class PipelineFamily:
     def load(self, path: str | Path, torch_dtype: torch.dtype) -> Any:
         return self.pipeline_class().from_pretrained(str(path), dtype=torch_dtype)
 
-    def run(self, pipeline: Any, specs: list) -> list[np.ndarray]:
-        """One pipeline call for specs that share a batch key; HxWx3 uint8 per image."""
+    def run(
+        self, pipeline: Any, specs: list, on_step: Callable[[int], None] | None = None
+    ) -> list[np.ndarray]:
+        """One pipeline call for specs that share a batch key; HxWx3 uint8 per image.
+
+        `on_step(k)` is told when denoising step k (1-based) has finished.
+        """
         raise NotImplementedError
+
+    def step_arguments(self, on_step: Callable[[int], None] | None) -> dict[str, Any]:
+        """The pipeline keyword that reports steps, where the family has one."""
+        if on_step is None or not self.reports_steps:
+            return {}
+
+        def callback(_pipeline, step_index, _timestep, callback_kwargs):
+            on_step(step_index + 1)
+            return callback_kwargs
+
+        return {"callback_on_step_end": callback}
 
 
 def check_one_batch_key(specs: list) -> None:
@@ -75,7 +94,12 @@ class TextToImageFamily(PipelineFamily):
             "guidance_scale": first.guidance_scale,
         }
 
-    def run(self, pipeline: Any, specs: list[GenerationSpec]) -> list[np.ndarray]:
+    def run(
+        self,
+        pipeline: Any,
+        specs: list[GenerationSpec],
+        on_step: Callable[[int], None] | None = None,
+    ) -> list[np.ndarray]:
         """Run one pipeline call for specs that share a batch key.
 
         Every image gets its own CPU generator seeded from its request, so the noise
@@ -93,5 +117,6 @@ class TextToImageFamily(PipelineFamily):
             **self.call_arguments(first, prompts, negative_prompts),
             generator=seeded_generators(specs),
             output_type="np",
+            **self.step_arguments(on_step),
         )
         return to_uint8(output.images)

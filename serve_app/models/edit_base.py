@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -40,7 +40,9 @@ class ImageEditFamily(PipelineFamily):
     def call_pipeline(self, pipeline: Any, arguments: dict[str, Any]) -> Any:
         return pipeline(**arguments)
 
-    def run(self, pipeline: Any, specs: list[EditSpec]) -> list[np.ndarray]:
+    def run(
+        self, pipeline: Any, specs: list[EditSpec], on_step: Callable[[int], None] | None = None
+    ) -> list[np.ndarray]:
         """One pipeline call for specs that share a batch key; HxWx3 uint8 per image.
 
         Every image gets its own CPU generator seeded from its request. Where a request
@@ -51,7 +53,13 @@ class ImageEditFamily(PipelineFamily):
             raise ValueError(f"{self.name} runs one request per pipeline call")
         arguments = self.call_arguments(specs)
         output = self.call_pipeline(
-            pipeline, {**arguments, "generator": seeded_generators(specs), "output_type": "np"}
+            pipeline,
+            {
+                **arguments,
+                **self.step_arguments(on_step),
+                "generator": seeded_generators(specs),
+                "output_type": "np",
+            },
         )
         pixels = to_uint8(output.images)
         offset = 0

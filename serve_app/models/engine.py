@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,16 @@ class BatchResult:
 
 
 ModelSpec = GenerationSpec | EditSpec
+# Told (job ids, step, total) as a pipeline call that holds durable jobs advances.
+ProgressSink = Callable[[list[str], int, int], None]
 
 
 class ModelEngine:
     """Text-to-image and edit models alike: the family decides what one call does."""
 
-    def __init__(self, config: ModelConfig, tiny_cache: Path):
+    def __init__(self, config: ModelConfig, tiny_cache: Path, progress: ProgressSink | None = None):
         self.config = config
+        self.progress = progress
         started = time.perf_counter()
         self.model = load_model(config, tiny_cache)
         self.load_seconds = time.perf_counter() - started
@@ -65,7 +69,7 @@ class ModelEngine:
             group = [specs[i] for i in indices]
             try:
                 with self._lock:
-                    images = family.run(self.model.pipeline, group)
+                    images = family.run(self.model.pipeline, group, self._on_step(group))
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 error = ServiceUnavailableError(
@@ -87,6 +91,13 @@ class ModelEngine:
                 results[index] = BatchResult(images[offset : offset + spec.n], total)
                 offset += spec.n
         return results  # type: ignore[return-value]
+
+    def _on_step(self, group: list[ModelSpec]) -> Callable[[int], None] | None:
+        job_ids = [spec.job_id for spec in group if spec.job_id]
+        if not job_ids or self.progress is None:
+            return None
+        progress, total = self.progress, group[0].steps
+        return lambda step: progress(job_ids, step, total)
 
     def warmup(self) -> None:
         """One small call at the default size, so the first request pays no lazy init."""

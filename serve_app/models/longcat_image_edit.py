@@ -34,6 +34,8 @@ class LongCatImageEditFamily(ImageEditFamily):
     name = "longcat-image-edit"
     size_multiple = 16
     batches_requests = False
+    # Its pipeline takes no step callback: a job's progress moves only when it ends.
+    reports_steps = False
 
     def pipeline_class(self) -> type:
         return LongCatImageEditPipeline

@@ -20,6 +20,8 @@ class GenerationSpec:
     # How the replica encodes the result; not part of the batch key.
     output_format: str = "png"
     output_compression: int | None = None
+    # Set for a durable job: the replica reports its steps to the job store.
+    job_id: str | None = None
 
     @property
     def n(self) -> int:
@@ -62,6 +64,7 @@ class EditSpec:
     seeds: tuple[int, ...]
     output_format: str = "png"
     output_compression: int | None = None
+    job_id: str | None = None
 
     @property
     def n(self) -> int:

@@ -1,0 +1,165 @@
+"""The JobRunner's loop: claim jobs under a lease, run them, keep the lease alive, sweep
+the jobs of dead workers, and send the webhooks the store has queued.
+
+Plain asyncio; the Ray deployment starts `JobRunner.run()` and stops it. Several runners
+(replicas, nodes) share one store: leases keep them from running a job twice at once,
+and a result is only written by the lease that is still current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any, Protocol
+
+from serve_app.config import JobsConfig
+from serve_app.errors import ServiceError
+from serve_app.jobs.delivery import WebhookDispatcher
+from serve_app.jobs.records import CANCELED, JobRecord
+from serve_app.jobs.store import JobStore
+
+logger = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    async def execute(self, job: JobRecord) -> dict[str, Any]: ...
+
+    def discard(self, result: dict[str, Any]) -> None: ...
+
+
+def error_body(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, ServiceError):
+        return {"code": error.code, "message": error.message, "param": error.param}
+    return {"code": "internal_error", "message": "the job failed unexpectedly"}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth another attempt: capacity, a lost replica, storage down (503s), or a bug
+    we cannot classify. A 4xx is the request's own fault and would fail again."""
+    return not isinstance(error, ServiceError) or error.status_code >= 500
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        executor: Executor,
+        config: JobsConfig,
+        worker_id: str,
+        webhooks: WebhookDispatcher | None = None,
+    ):
+        self.store = store
+        self.executor = executor
+        self.config = config
+        self.worker_id = worker_id
+        self.webhooks = webhooks
+        self.running: dict[str, asyncio.Task] = {}
+        self._rng = random.Random()
+
+    async def run(self) -> None:
+        """Until cancelled. A store outage is logged and waited out, never fatal."""
+        tasks = [asyncio.create_task(self._claim_loop())]
+        if self.webhooks is not None:
+            tasks.append(asyncio.create_task(self.webhooks.run()))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in [*tasks, *self.running.values()]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self.running.values(), return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
+        next_sweep = 0.0
+        while True:
+            claimed = 0
+            try:
+                if time.monotonic() >= next_sweep:
+                    await asyncio.to_thread(self.store.sweep_expired)
+                    next_sweep = time.monotonic() + self.config.sweep_interval_s
+                free = self.config.runner_concurrency - len(self.running)
+                if free > 0:
+                    jobs = await asyncio.to_thread(
+                        self.store.claim_jobs, self.worker_id, free, self.config.lease_s
+                    )
+                    for job in jobs:
+                        self.running[job.id] = asyncio.create_task(self._run_job(job))
+                    claimed = len(jobs)
+            except Exception:
+                logger.exception("job runner %s: store unavailable; retrying", self.worker_id)
+            # Straight back for more while the queue gives work and there is room.
+            if not claimed or len(self.running) >= self.config.runner_concurrency:
+                await asyncio.sleep(self.config.poll_interval_s)
+
+    async def _run_job(self, job: JobRecord) -> None:
+        work = asyncio.create_task(self.executor.execute(job))
+        lease_lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(job, work, lease_lost))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if not lease_lost.is_set():
+                raise  # the runner itself is stopping
+            logger.info("job %s: lease lost (canceled or taken over); stopped", job.id)
+        except Exception as error:
+            await self._failed(job, error)
+        else:
+            await self._succeeded(job, result)
+        finally:
+            keeper.cancel()
+            self.running.pop(job.id, None)
+
+    async def _keep_lease(
+        self, job: JobRecord, work: asyncio.Task, lease_lost: asyncio.Event
+    ) -> None:
+        interval = self.config.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                kept = await asyncio.to_thread(
+                    self.store.heartbeat, job.id, job.lease_token, self.config.lease_s
+                )
+            except Exception:
+                logger.warning("job %s: heartbeat failed; will retry", job.id, exc_info=True)
+                continue
+            if not kept:
+                lease_lost.set()
+                work.cancel()
+                return
+
+    async def _succeeded(self, job: JobRecord, result: dict[str, Any]) -> None:
+        finished = await asyncio.to_thread(
+            self.store.finish_job, job.id, job.lease_token, result=result
+        )
+        if finished is not None:
+            return
+        # Canceled while its images were being made: do not keep them. (A job taken over
+        # by another worker keeps them: the same keys hold that worker's images.)
+        current = await asyncio.to_thread(self.store.get_job, job.id)
+        if current is not None and current.status == CANCELED:
+            await asyncio.to_thread(self.executor.discard, result)
+
+    async def _failed(self, job: JobRecord, error: Exception) -> None:
+        body = error_body(error)
+        if is_transient(error):
+            if not isinstance(error, ServiceError):
+                logger.exception("job %s failed unexpectedly", job.id, exc_info=error)
+            # Back off 2, 4, 8 ... s (at most a minute), jittered so retries spread out.
+            delay = min(60.0, 2.0**job.attempts) * self._rng.uniform(0.8, 1.2)
+            await asyncio.to_thread(
+                self.store.retry_job, job.id, job.lease_token, delay_s=delay, error=body
+            )
+        else:
+            await asyncio.to_thread(self.store.finish_job, job.id, job.lease_token, error=body)
+
+    async def release(self) -> None:
+        """On a graceful stop: cancel local work and hand its jobs back to the queue at
+        once, without counting an attempt (a crash instead leaves them to the sweeper)."""
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.release_jobs, self.worker_id)

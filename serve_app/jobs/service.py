@@ -1,0 +1,247 @@
+"""The Jobs face of the API: submit, read, list and cancel jobs and batches.
+
+A job's request is checked at submission as far as it can be without running it (schema,
+model, limits, the caller's access), so a bad request is a 400 now rather than a failed
+job later. Its seed is fixed then too: a job re-run after a lost worker makes the same
+images under the same keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from serve_app.api.protocol import BatchCreateRequest, JobCreateRequest, JobItem
+from serve_app.api.serving import SEED_SPACE, GatewayService
+from serve_app.config import AppConfig
+from serve_app.errors import InvalidRequestError, NotFoundError
+from serve_app.jobs.execution import JOB_REQUESTS
+from serve_app.jobs.records import NewJob
+from serve_app.jobs.store import JobStore, new_id
+from serve_app.jobs.views import batch_object, job_object
+from serve_app.security.ssrf import UrlPolicy
+
+WEBHOOK_SECRETS_ENV = "IMAGE_SERVICE_WEBHOOK_SECRETS"
+
+
+def webhook_secrets(config: AppConfig) -> list[str]:
+    return list(config.jobs.webhooks.secrets) or os.environ.get(WEBHOOK_SECRETS_ENV, "").split()
+
+
+def callback_policy(config: AppConfig) -> UrlPolicy:
+    webhooks = config.jobs.webhooks
+    return UrlPolicy(allow_http=webhooks.allow_http, allowlist=webhooks.allowed_hosts)
+
+
+def request_hash(route: str, body: BaseModel) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
+
+
+class JobService:
+    def __init__(self, gateway: GatewayService, store: JobStore):
+        self.gateway = gateway
+        self.config = gateway.config
+        self.store = store
+        self.secrets = webhook_secrets(self.config)
+        self.policy = callback_policy(self.config)
+
+    # --- submission --------------------------------------------------------------------------
+
+    async def submit_job(
+        self,
+        tenant: str,
+        body: JobCreateRequest,
+        idempotency_key: str | None,
+        authorize: Callable[[str], None],
+    ) -> tuple[dict[str, Any], bool]:
+        """(the job, replayed): replayed is True when the Idempotency-Key found it made."""
+        job = self._prepare(tenant, body, ("request",), authorize)
+        job = replace(job, callback_url=self._callback(body.callback_url))
+        made = await self._create(
+            tenant, idempotency_key, request_hash("jobs", body), [job], batch=None
+        )
+        return await self.read_job(tenant, made[0], base_url=None), made[1]
+
+    async def submit_batch(
+        self,
+        tenant: str,
+        body: BatchCreateRequest,
+        idempotency_key: str | None,
+        authorize: Callable[[str], None],
+    ) -> tuple[dict[str, Any], bool]:
+        most = self.config.jobs.max_batch_jobs
+        if len(body.jobs) > most:
+            raise InvalidRequestError(
+                f"a batch holds at most {most} jobs, got {len(body.jobs)}",
+                code="too_many_jobs",
+                param="jobs",
+            )
+        callback_url = self._callback(body.callback_url)
+        jobs = [
+            self._prepare(tenant, item, ("jobs", index, "request"), authorize)
+            for index, item in enumerate(body.jobs)
+        ]
+        made = await self._create(
+            tenant,
+            idempotency_key,
+            request_hash("batches", body),
+            jobs,
+            batch=(callback_url, body.metadata),
+        )
+        return await self.read_batch(tenant, made[0]), made[1]
+
+    def _prepare(
+        self,
+        tenant: str,
+        item: JobItem,
+        location: tuple,
+        authorize: Callable[[str], None],
+    ) -> NewJob:
+        if item.type not in JOB_REQUESTS:
+            raise InvalidRequestError(
+                f"{item.type} jobs need a vision-language model; none is served here",
+                code="unsupported_job_type",
+                param=".".join(map(str, (*location[:-1], "type"))),
+            )
+        try:
+            request = JOB_REQUESTS[item.type].model_validate(item.request)
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *location, *e["loc"])} for e in error.errors()]
+            ) from None
+        model = self.gateway.check_job_request(request)
+        authorize(model.name)
+        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_SPACE)
+        # Results are stored, never inlined: the job object carries their links.
+        fixed = request.model_copy(
+            update={"model": model.name, "seed": seed, "response_format": "url"}
+        )
+        return NewJob(
+            id=new_id("job"),
+            tenant=tenant,
+            type=item.type,
+            request=fixed.model_dump(mode="json", exclude_none=True),
+            client_metadata=item.metadata,
+        )
+
+    def _callback(self, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not self.secrets:
+            raise InvalidRequestError(
+                "webhooks are not configured on this service (no signing secret)",
+                code="webhooks_not_configured",
+                param="callback_url",
+            )
+        # Syntax, scheme and literal addresses now; DNS is checked again at each delivery.
+        self.policy.parse(url, param="callback_url")
+        return url
+
+    async def _create(
+        self,
+        tenant: str,
+        idempotency_key: str | None,
+        digest: str,
+        jobs: list[NewJob],
+        batch: tuple[str | None, dict[str, str] | None] | None,
+    ) -> tuple[str, bool]:
+        """Insert under the Idempotency-Key; returns (job or batch id, replayed)."""
+        if idempotency_key is not None:
+            existing = await asyncio.to_thread(
+                self.store.reserve_key,
+                tenant,
+                idempotency_key,
+                digest,
+                self.config.jobs.idempotency_lock_s,
+            )
+            if existing is not None:
+                return existing, True
+        batch_id = new_id("batch") if batch is not None else None
+        try:
+            await asyncio.to_thread(
+                lambda: self.store.create_jobs(
+                    jobs,
+                    max_attempts=self.config.jobs.max_attempts,
+                    batch_id=batch_id,
+                    batch_callback_url=batch[0] if batch else None,
+                    batch_metadata=batch[1] if batch else None,
+                    idempotency_key=idempotency_key,
+                )
+            )
+        except BaseException:
+            if idempotency_key is not None:
+                await asyncio.to_thread(self.store.release_key, tenant, idempotency_key)
+            raise
+        return batch_id or jobs[0].id, False
+
+    # --- reads and cancel ----------------------------------------------------------------------
+
+    def _image_url(self, base_url: str | None) -> Callable[[str], str] | None:
+        if base_url is None:
+            return None
+        return lambda key: self.gateway.file_url(key, base_url)
+
+    async def read_job(self, tenant: str, job_id: str, base_url: str | None) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            job = self.store.get_job(job_id, tenant)
+            if job is None:
+                raise NotFoundError(f"no job {job_id!r}", code="job_not_found", param="job_id")
+            return job_object(
+                job,
+                image_url=self._image_url(base_url),
+                queue_position=self.store.queue_position(job),
+                delivery=self.store.latest_delivery(job.id) if job.callback_url else None,
+            )
+
+        return await asyncio.to_thread(read)
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: str | None,
+        status: str | None,
+        batch_id: str | None,
+        base_url: str,
+    ) -> dict[str, Any]:
+        page, has_more = await asyncio.to_thread(
+            lambda: self.store.list_jobs(
+                tenant, limit=limit, after=after, status=status, batch_id=batch_id
+            )
+        )
+        data = [job_object(job, image_url=self._image_url(base_url)) for job in page]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+
+    async def cancel_job(self, tenant: str, job_id: str, base_url: str) -> dict[str, Any]:
+        job = await asyncio.to_thread(self.store.cancel_job, tenant, job_id)
+        return job_object(job, image_url=self._image_url(base_url))
+
+    async def read_batch(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            batch = self.store.get_batch(batch_id, tenant)
+            if batch is None:
+                raise NotFoundError(
+                    f"no batch {batch_id!r}", code="batch_not_found", param="batch_id"
+                )
+            ids = self.store.batch_job_ids(batch_id)
+            delivery = self.store.latest_delivery(batch_id) if batch.callback_url else None
+            return batch_object(batch, ids, delivery)
+
+        return await asyncio.to_thread(read)
