@@ -16,8 +16,7 @@ from serve_app.config import AppConfig
 from serve_app.errors import ServiceError, ServiceUnavailableError
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
-from serve_app.storage import LocalStorage, UrlSigner
-from serve_app.storage.signing import secret_from_environment
+from serve_app.storage import build_storage
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +67,11 @@ class Gateway:
     def __init__(
         self, config: AppConfig, templater: DeploymentHandle, models: dict[str, DeploymentHandle]
     ):
-        storage = LocalStorage(config.resolve_path(config.storage.root))
-        secret = (
-            (config.storage.signing_secret or "").encode()
-            or secret_from_environment()
-            or storage.signing_secret()
-        )
         self.service = GatewayService(
             config,
             prompts=HandlePromptBackend(templater),
             models={name: HandleModelBackend(handle) for name, handle in models.items()},
-            storage=storage,
-            signer=UrlSigner(secret, config.storage.url_ttl_s),
+            storage=build_storage(config),
         )
 
     def __serve_build_asgi_app__(self):
