@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from serve_app.models.registry import FAMILY_TASKS
 
@@ -140,15 +140,55 @@ class ModelConfig(StrictModel):
         return self
 
 
+class S3Config(StrictModel):
+    """Any S3-compatible store, through boto3. Credentials come from boto3's standard chain
+    (environment, shared files, instance or pod role): keep them out of YAML files. The key
+    fields exist for stores without such a chain; pass them through the environment."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    # Prepended to every key, e.g. "images/prod/"; folder names only, ending in "/".
+    prefix: str = Field("", pattern=r"^([A-Za-z0-9_-]+/)*$")
+    # Unset: AWS itself. Set for MinIO, Ceph, R2 and the like; presigned URLs point here too.
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/?#]+/?$")
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$")
+    # "path" for most self-hosted stores; "virtual" is what AWS prefers.
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    # Bounded so a dead store fails a request in seconds, not minutes.
+    connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    # boto's "standard" retry mode; attempts count the first try (botocore's total_max_attempts).
+    max_attempts: int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> S3Config:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+        return self
+
+
 class StorageConfig(StrictModel):
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "s3"] = "local"
+    # local: the folder; every Gateway replica must see the same one.
     root: str = "./data/images"
-    # Secret for signing /files URLs. Unset: read from $IMAGE_SERVICE_SIGNING_SECRET,
+    # local: secret for signing /files URLs. Unset: read from $IMAGE_SERVICE_SIGNING_SECRET,
     # else a random key kept in <root>/.signing_key, shared by every local replica.
     signing_secret: str | None = Field(None, min_length=16)
+    # How long a returned URL works: signed /files URLs, or S3 presigned URLs.
     url_ttl_s: int = Field(3600, ge=10, le=7 * 24 * 3600)
-    # Absolute base for returned URLs (e.g. https://images.example.com); else the request's.
+    # local: absolute base for returned URLs (e.g. https://images.example.com); else the
+    # request's.
     public_base_url: str | None = None
+    s3: S3Config | None = None
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> StorageConfig:
+        if self.kind == "s3" and self.s3 is None:
+            raise ValueError("kind 's3' needs an s3 block with at least a bucket")
+        if self.kind == "local" and self.s3 is not None:
+            raise ValueError("an s3 block is set but kind is 'local'; set kind: s3 or drop it")
+        return self
 
 
 class GatewayConfig(StrictModel):

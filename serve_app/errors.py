@@ -54,6 +54,20 @@ class ServiceUnavailableError(ServiceError):
     retry_after_s = 1
 
 
+class StorageError(ServiceUnavailableError):
+    """503: the image store (local folder or S3) failed. The message never names the
+    endpoint, bucket, path or credentials; callers may retry."""
+
+    def __init__(
+        self,
+        message: str = "image storage is unavailable; retry shortly",
+        *,
+        code: str | None = "storage_unavailable",
+        param: str | None = None,
+    ):
+        super().__init__(message, code=code, param=param)
+
+
 class AuthenticationError(ServiceError):
     status_code = 401
     error_type = "authentication_error"

@@ -14,8 +14,7 @@ from serve_app.config import AppConfig
 from serve_app.errors import ServiceError, ServiceUnavailableError
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
-from serve_app.storage import LocalStorage, UrlSigner
-from serve_app.storage.signing import secret_from_environment
+from serve_app.storage import build_storage
 
 
 async def _call(handle_method, *args) -> Any:
@@ -62,16 +61,9 @@ def gateway_service(
     config: AppConfig, templater: DeploymentHandle, models: dict[str, DeploymentHandle]
 ) -> GatewayService:
     """The serving logic over handles: what the Gateway serves and the JobRunner runs."""
-    storage = LocalStorage(config.resolve_path(config.storage.root))
-    secret = (
-        (config.storage.signing_secret or "").encode()
-        or secret_from_environment()
-        or storage.signing_secret()
-    )
     return GatewayService(
         config,
         prompts=HandlePromptBackend(templater),
         models={name: HandleModelBackend(handle) for name, handle in models.items()},
-        storage=storage,
-        signer=UrlSigner(secret, config.storage.url_ttl_s),
+        storage=build_storage(config),
     )

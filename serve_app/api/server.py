@@ -27,6 +27,8 @@ from serve_app.api.serving import GatewayService
 from serve_app.config import GatewayConfig
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from serve_app.jobs.service import JobService
+from serve_app.storage import LocalStorage
+from serve_app.storage.keys import content_type
 
 # Enough for the largest multi-image model plus a mask, and every OpenAI form field.
 MAX_FORM_FILES = 8
@@ -222,11 +224,14 @@ def create_app(
             report["replicas"] = await replica_counts()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
-    @app.get("/files/{key}", tags=["files"], responses=ERROR_RESPONSES)
+    @app.get("/files/{key:path}", tags=["files"], responses=ERROR_RESPONSES)
     async def get_file(
         request: Request, key: str, expires: int = Query(...), sig: str = Query(..., max_length=128)
     ):
-        if not service.signer.verify(key, expires, sig):
+        storage = service.storage
+        if not isinstance(storage, LocalStorage):  # other backends hand out their own URLs
+            return error_response(request, 404, "no such file", code="file_not_found")
+        if not storage.signer.verify(key, expires, sig):
             return error_response(
                 request,
                 403,
@@ -234,15 +239,14 @@ def create_app(
                 error_type="permission_error",
                 code="invalid_signature",
             )
-        path = service.storage.path_for(key)
+        path = storage.path_for(key)
         if path is None:
             return error_response(request, 404, "no such file", code="file_not_found")
-        media_type = "image/" + key.rsplit(".", 1)[1]
         return FileResponse(
             path,
-            media_type=media_type,
+            media_type=content_type(key),
             headers={
-                "Cache-Control": f"private, max-age={service.signer.ttl_s}",
+                "Cache-Control": f"private, max-age={storage.signer.ttl_s}",
                 "X-Content-Type-Options": "nosniff",
             },
         )

@@ -28,7 +28,7 @@ from serve_app.errors import InvalidRequestError, NotFoundError, ServiceUnavaila
 from serve_app.models.registry import MAX_INPUT_IMAGES, NEGATIVE_PROMPT_SUPPORT, SIZE_MULTIPLES
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
-from serve_app.storage import LocalStorage, UrlSigner
+from serve_app.storage import Storage
 
 SEED_SPACE = 2**32
 
@@ -50,14 +50,12 @@ class GatewayService:
         config: AppConfig,
         prompts: PromptBackend,
         models: dict[str, ModelBackend],
-        storage: LocalStorage,
-        signer: UrlSigner,
+        storage: Storage,
     ):
         self.config = config
         self.prompts = prompts
         self.models = models
         self.storage = storage
-        self.signer = signer
         self.image_inputs = ImageInputs(config.images)
 
     # --- generation -------------------------------------------------------------------
@@ -312,17 +310,12 @@ class GatewayService:
         )
         return [
             ImageData(
-                url=self.file_url(item.key, base_url),
+                url=self.storage.url(item.key, base_url),
                 revised_prompt=revised_prompt,
                 seed=image.seed,
             )
             for item, image in zip(stored, result.images, strict=True)
         ]
-
-    def file_url(self, key: str, base_url: str) -> str:
-        base = (self.config.storage.public_base_url or base_url).rstrip("/")
-        expires, signature = self.signer.sign(key)
-        return f"{base}/files/{key}?expires={expires}&sig={signature}"
 
     def resolve_model(self, name: str | None, task: str | None = None) -> ModelConfig:
         """The named model (404 if unknown), or the first one for `task` if unnamed."""

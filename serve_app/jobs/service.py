@@ -189,7 +189,7 @@ class JobService:
     def _image_url(self, base_url: str | None) -> Callable[[str], str] | None:
         if base_url is None:
             return None
-        return lambda key: self.gateway.file_url(key, base_url)
+        return lambda key: self.gateway.storage.url(key, base_url)
 
     async def read_job(self, tenant: str, job_id: str, base_url: str | None) -> dict[str, Any]:
         def read() -> dict[str, Any]:

@@ -8,6 +8,7 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -132,30 +133,41 @@ def app_args(tmp_path_factory, image_host) -> dict:
 
 
 @pytest.fixture(scope="session")
-def base_url(app_args) -> str:
+def serve_port() -> Iterator[int]:
+    """A local Ray with Serve on 127.0.0.1; test modules deploy their applications on it."""
     import ray
     from ray import serve
-
-    from serve_app.graph import build_app
 
     port = free_port()
     ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(app_args), name="images", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+def deploy_and_wait(args: dict, name: str, route_prefix: str, port: int) -> str:
+    """serve.run the application built from `args`; its base URL once /v1/health says 200."""
+    from ray import serve
+
+    from serve_app.graph import build_app
+
+    serve.run(build_app(args), name=name, route_prefix=route_prefix)
+    url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
-                break
+                return url
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    else:
-        raise RuntimeError("the Serve application did not become healthy in 120 s")
-    yield url
-    serve.shutdown()
-    ray.shutdown()
+    raise RuntimeError(f"the Serve application {name!r} did not become healthy in 120 s")
+
+
+@pytest.fixture(scope="session")
+def base_url(app_args, serve_port) -> str:
+    return deploy_and_wait(app_args, "images", "/", serve_port)
 
 
 @pytest.fixture(scope="session")

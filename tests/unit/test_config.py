@@ -143,6 +143,64 @@ def test_models_must_not_be_empty(args):
     assert "models" in validation_message(args)
 
 
+def test_storage_defaults_to_local(args):
+    del args["storage"]
+    storage = AppConfig.model_validate(args).storage
+    assert storage.kind == "local"
+    assert storage.s3 is None
+
+
+def test_s3_storage_validates(args):
+    args["storage"] = {
+        "kind": "s3",
+        "s3": {"bucket": "image-results", "prefix": "prod/", "region": "eu-west-1"},
+    }
+    s3 = AppConfig.model_validate(args).storage.s3
+    assert s3.bucket == "image-results"
+    assert s3.addressing_style == "auto"
+    assert s3.max_attempts == 3
+    assert s3.access_key_id is None
+
+
+def test_s3_kind_needs_a_bucket(args):
+    args["storage"] = {"kind": "s3"}
+    assert "kind 's3' needs an s3 block" in validation_message(args)
+    args["storage"] = {"kind": "s3", "s3": {"region": "eu-west-1"}}
+    assert "storage.s3.bucket" in validation_message(args)
+
+
+def test_s3_block_with_local_kind_is_refused(args):
+    args["storage"] = {"kind": "local", "s3": {"bucket": "image-results"}}
+    assert "kind is 'local'" in validation_message(args)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bucket", "Bad_Bucket"),
+        ("prefix", "../up/"),
+        ("prefix", "no-trailing-slash"),
+        ("endpoint_url", "ftp://store"),
+        ("endpoint_url", "http://store/path"),
+        ("addressing_style", "sideways"),
+        ("max_attempts", 0),
+        ("connect_timeout_s", 0),
+    ],
+)
+def test_bad_s3_fields_are_named(args, field, value):
+    args["storage"] = {"kind": "s3", "s3": {"bucket": "image-results", field: value}}
+    assert f"storage.s3.{field}" in validation_message(args)
+
+
+def test_s3_keys_come_in_pairs_and_stay_hidden(args):
+    args["storage"] = {"kind": "s3", "s3": {"bucket": "b-1", "access_key_id": "AKIA"}}
+    assert "both access_key_id and secret_access_key" in validation_message(args)
+    args["storage"]["s3"]["secret_access_key"] = "hidden-value"
+    config = AppConfig.model_validate(args)
+    assert "hidden-value" not in repr(config)
+    assert config.storage.s3.secret_access_key.get_secret_value() == "hidden-value"
+
+
 def test_short_signing_secret_is_refused(args):
     args["storage"]["signing_secret"] = "short"
     assert "storage.signing_secret" in validation_message(args)

@@ -1,12 +1,22 @@
-"""Local image storage (content-addressed keys, safe paths) and signed /files URLs."""
+"""Local image storage (content-addressed and job keys, safe paths) and signed /files URLs."""
 
 from __future__ import annotations
 
 import hashlib
 
+import httpx
 import pytest
 
-from serve_app.storage import LocalStorage, UrlSigner
+from serve_app.config import AppConfig
+from serve_app.errors import StorageError
+from serve_app.storage import (
+    InvalidKeyError,
+    LocalStorage,
+    UrlSigner,
+    build_storage,
+    job_result_key,
+)
+from serve_app.storage.keys import check_key, is_valid_key
 from serve_app.storage.signing import secret_from_environment
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -191,3 +201,108 @@ def test_signing_secret_works_with_url_signer(storage):
     signer = UrlSigner(storage.signing_secret(), ttl_s=60)
     expires, signature = signer.sign(KEY, now=NOW)
     assert UrlSigner(storage.signing_secret(), ttl_s=60).verify(KEY, expires, signature, now=NOW)
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a" * 64 + ".png", "0" * 64 + ".webp", "jobs/job_1/0.png", "jobs/A-b_9/12.jpeg"],
+)
+def test_valid_keys(key):
+    assert is_valid_key(key)
+    assert check_key(key) == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "jobs/../0.png",
+        "jobs/job/../0.png",
+        "jobs/job/0.png/..",
+        "jobs//0.png",
+        "jobs/job/01.png",
+        "jobs/job/-1.png",
+        "jobs/job/x.png",
+        "jobs/job/0.gif",
+        "jobs/job.1/0.png",
+        "jobs/job 1/0.png",
+        "jobs/job%2F1/0.png",
+        "jobs/" + "j" * 65 + "/0.png",
+        "jobs/job/0/1.png",
+        "/jobs/job/0.png",
+        "JOBS/job/0.png",
+        "other/job/0.png",
+        "jobs/job/0.png\n",
+        "jobs/jöb/0.png",
+        "./" + "a" * 64 + ".png",
+    ],
+)
+def test_invalid_keys(key):
+    assert not is_valid_key(key)
+    with pytest.raises(InvalidKeyError):
+        check_key(key)
+
+
+def test_job_result_key():
+    assert job_result_key("job_1", 3, "webp") == "jobs/job_1/3.webp"
+    for job_id in ("..", "a/b", "", "x" * 65):
+        with pytest.raises(InvalidKeyError):
+            job_result_key(job_id, 0, "png")
+    with pytest.raises(InvalidKeyError):
+        job_result_key("job", -1, "png")
+    with pytest.raises(InvalidKeyError):
+        job_result_key("job", 0, "gif")
+
+
+# --- local URLs, failures and the factory -------------------------------------------------------
+
+
+def test_url_is_signed_for_the_key(tmp_path):
+    storage = LocalStorage(tmp_path, url_ttl_s=600, signing_secret=SECRET)
+    key = job_result_key("job_1", 2, "png")
+    url = httpx.URL(storage.url(key, "http://gateway:8000/"))
+    assert url.path == f"/files/{key}"
+    assert url.host == "gateway"
+    expires = int(url.params["expires"])
+    assert UrlSigner(SECRET, 600).verify(key, expires, url.params["sig"])
+
+
+def test_url_prefers_public_base_url(tmp_path):
+    storage = LocalStorage(tmp_path, public_base_url="https://images.example.com/")
+    assert storage.url("a" * 64 + ".png", "http://internal:8000").startswith(
+        "https://images.example.com/files/" + "a" * 64 + ".png?expires="
+    )
+
+
+def test_failed_write_raises_storage_error_and_leaves_no_temp_file(storage):
+    key = job_result_key("job_1", 0, "png")
+    (storage.root / key).mkdir(parents=True)  # a directory where the file should go
+    with pytest.raises(StorageError) as caught:
+        storage.put(b"data", "png", key=key)
+    assert str(storage.root) not in caught.value.message
+    assert caught.value.code == "storage_unavailable"
+    assert [p.name for p in (storage.root / "jobs" / "job_1").iterdir()] == ["0.png"]
+
+
+def test_no_signing_key_file_until_a_url_is_made(storage):
+    storage.put(b"x", "png")
+    assert not (storage.root / ".signing_key").exists()
+    storage.url("a" * 64 + ".png", "http://h")
+    assert (storage.root / ".signing_key").exists()
+
+
+def test_build_storage_local(tmp_path):
+    config = AppConfig.model_validate(
+        {
+            "models": [
+                {"name": "m", "family": "stable-diffusion", "path": "tiny:stable-diffusion"}
+            ],
+            "storage": {"root": str(tmp_path / "img"), "signing_secret": SECRET.decode()},
+        }
+    )
+    storage = build_storage(config)
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == tmp_path / "img"
+    assert storage.signer.ttl_s == 3600

@@ -1,0 +1,101 @@
+"""The application with `storage.kind: s3` against a real S3-compatible server (moto in
+server mode on 127.0.0.1): `response_format: url` returns a presigned URL to a real PNG."""
+
+from __future__ import annotations
+
+import copy
+import io
+from urllib.parse import urlsplit
+
+import boto3
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import S3_TEST_CREDENTIALS
+from tests.integration.conftest import deploy_and_wait
+from tests.integration.helpers import assert_error
+
+pytestmark = pytest.mark.integration
+APP_NAME = "images-s3"
+
+
+@pytest.fixture(scope="module")
+def s3_app(serve_port, app_args, s3_server, s3_bucket_module) -> str:
+    from ray import serve
+
+    args = copy.deepcopy(app_args)
+    sd_tiny = next(m for m in args["models"] if m["name"] == "sd-tiny")
+    sd_tiny["defaults"] = {"size": "64x64", "steps": 2, "guidance_scale": 5.0}
+    sd_tiny["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.0}
+    args["models"] = [sd_tiny]
+    args["storage"] = {
+        "kind": "s3",
+        "url_ttl_s": 600,
+        "s3": {
+            "bucket": s3_bucket_module,
+            "prefix": "results/",
+            "endpoint_url": s3_server.endpoint_url,
+            "region": "us-east-1",
+            "addressing_style": "path",
+            "max_attempts": 2,
+            **S3_TEST_CREDENTIALS,
+        },
+    }
+    url = deploy_and_wait(args, APP_NAME, "/s3", serve_port)
+    yield url
+    serve.delete(APP_NAME)
+
+
+@pytest.fixture(scope="module")
+def s3_bucket_module(s3_server) -> str:
+    client = s3_client(s3_server)
+    client.create_bucket(Bucket="integration-results")
+    return "integration-results"
+
+
+def s3_client(server):
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
+        aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
+    )
+
+
+def test_url_response_is_a_presigned_s3_url_to_a_png(s3_app, s3_server, s3_bucket_module):
+    response = httpx.post(
+        f"{s3_app}/v1/images/generations",
+        json={
+            "model": "sd-tiny",
+            "prompt": "a red bicycle",
+            "size": "64x64",
+            "steps": 2,
+            "seed": 7,
+            "response_format": "url",
+        },
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["data"]
+    url = item["url"]
+    assert url.startswith(f"{s3_server.endpoint_url}/{s3_bucket_module}/results/")
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=600" in url
+
+    download = httpx.get(url, timeout=10)
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(download.content), formats=["PNG"])
+    image.load()
+    assert image.size == (64, 64)
+
+    key = urlsplit(url).path.removeprefix(f"/{s3_bucket_module}/")
+    listed = s3_client(s3_server).list_objects_v2(Bucket=s3_bucket_module, Prefix="results/")
+    assert key in [entry["Key"] for entry in listed["Contents"]]
+
+
+def test_files_route_serves_nothing_with_s3_storage(s3_app):
+    key = "0" * 64 + ".png"
+    response = httpx.get(f"{s3_app}/files/{key}?expires=9999999999&sig=abc", timeout=10)
+    assert_error(response, 404, "file_not_found")
