@@ -65,10 +65,13 @@ class WebhookDispatcher:
             elif outcome.disable:
                 status = DISABLED
             else:
-                delay = retry_delay(delivery.attempts, self.retry_schedule_s, self._rng)
-                if delay is None:
+                # This was attempt number attempts + 1.
+                delay = retry_delay(delivery.attempts + 1, self.retry_schedule_s, self._rng)
+                if not outcome.retry or delay is None:
                     status = DELIVERY_FAILED
                 else:
+                    # A receiver's Retry-After may ask for longer, up to an hour.
+                    delay = max(delay, min(outcome.retry_after_s or 0.0, 3600.0))
                     status, next_attempt_at = PENDING, now + delay
         if status != DELIVERED:
             logger.info(

@@ -85,7 +85,69 @@ def image_host(secret_host) -> ImageHost:
     )
 
 
-def integration_app_args(tmp_root: Path, allowed_hosts: list[str] | None = None) -> dict:
+# A Standard Webhooks secret for tests only (whsec_ + base64 of 32 bytes).
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3cDzLKVWqb0="
+
+
+class WebhookReceiver:
+    """A loopback endpoint that records every delivery. Paths choose the answer:
+    /ok → 204, /flaky → 500 to the first two attempts of each message then 204,
+    /gone → 410, /moved → 302 to /ok (which must not be followed)."""
+
+    def __init__(self):
+        self.deliveries: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.deliveries.append((self.path, headers, body))
+                    tries = sum(
+                        1
+                        for path, seen, _ in receiver.deliveries
+                        if path == self.path and seen.get("webhook-id") == headers.get("webhook-id")
+                    )
+                status = {"/ok": 204, "/gone": 410, "/moved": 302}.get(self.path, 404)
+                if self.path == "/flaky":
+                    status = 500 if tries <= 2 else 204
+                self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", "/ok")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}{path}"
+
+    def received(self, path: str | None = None) -> list[tuple[str, dict[str, str], bytes]]:
+        with self.lock:
+            return [d for d in self.deliveries if path is None or d[0] == path]
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver() -> WebhookReceiver:
+    return WebhookReceiver()
+
+
+def integration_app_args(
+    tmp_root: Path,
+    allowed_hosts: list[str] | None = None,
+    webhook_hosts: list[str] | None = None,
+) -> dict:
     """configs/local.yaml's args, with the GLM-Image family added and a slower batch window
     so that concurrent test requests reliably meet in one batch."""
     local = yaml.safe_load((REPO / "configs/local.yaml").read_text())
@@ -101,6 +163,20 @@ def integration_app_args(tmp_root: Path, allowed_hosts: list[str] | None = None)
         # The fixture image host speaks plain http; every other host is still refused by
         # address, which is what the SSRF tests check.
         "fetch": {"allow_http": True, "allowed_hosts": allowed_hosts or [], "timeout_s": 5},
+    }
+    # Short leases and quick retries, so that the fault tests finish in seconds.
+    args["jobs"] = {
+        "store_url": f"sqlite:///{tmp_root / 'jobs.sqlite3'}",
+        "lease_s": 6,
+        "sweep_interval_s": 1,
+        "poll_interval_s": 0.2,
+        "webhooks": {
+            "secrets": [WEBHOOK_SECRET],
+            "allow_http": True,
+            "allowed_hosts": webhook_hosts or [],
+            "timeout_s": 3,
+            "retry_schedule_s": [0.5, 0.5, 1, 1],
+        },
     }
     for model in args["models"]:
         model["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
@@ -126,9 +202,11 @@ def integration_app_args(tmp_root: Path, allowed_hosts: list[str] | None = None)
 
 
 @pytest.fixture(scope="session")
-def app_args(tmp_path_factory, image_host) -> dict:
+def app_args(tmp_path_factory, image_host, webhook_receiver) -> dict:
     return integration_app_args(
-        tmp_path_factory.mktemp("serve"), allowed_hosts=[f"127.0.0.1:{image_host.port}"]
+        tmp_path_factory.mktemp("serve"),
+        allowed_hosts=[f"127.0.0.1:{image_host.port}"],
+        webhook_hosts=[webhook_receiver.host],
     )
 
 

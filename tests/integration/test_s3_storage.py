@@ -21,7 +21,7 @@ APP_NAME = "images-s3"
 
 
 @pytest.fixture(scope="module")
-def s3_app(serve_port, app_args, s3_server, s3_bucket_module) -> str:
+def s3_app(serve_port, app_args, s3_server, s3_bucket_module, tmp_path_factory) -> str:
     from ray import serve
 
     args = copy.deepcopy(app_args)
@@ -29,6 +29,11 @@ def s3_app(serve_port, app_args, s3_server, s3_bucket_module) -> str:
     sd_tiny["defaults"] = {"size": "64x64", "steps": 2, "guidance_scale": 5.0}
     sd_tiny["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.0}
     args["models"] = [sd_tiny]
+    # Its own job store: its JobRunner must not take the main application's jobs.
+    args["jobs"] = {
+        **args["jobs"],
+        "store_url": f"sqlite:///{tmp_path_factory.mktemp('s3')}/jobs.db",
+    }
     args["storage"] = {
         "kind": "s3",
         "url_ttl_s": 600,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from serve_app.config import AppConfig, parse_size
+from serve_app.config import RESERVED_DEPLOYMENT_NAMES, AppConfig, parse_size
 
 LOCAL_YAML = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
 
@@ -52,7 +52,7 @@ def test_every_local_deployment_is_a_model_or_builtin(local_args):
     serve_config = yaml.safe_load(LOCAL_YAML.read_text())
     config = AppConfig.model_validate(local_args)
     deployments = {d["name"] for d in serve_config["applications"][0]["deployments"]}
-    assert deployments == {m.name for m in config.models} | {"Gateway", "PromptTemplater"}
+    assert deployments == {m.name for m in config.models} | RESERVED_DEPLOYMENT_NAMES
 
 
 def test_config_is_frozen(local_args):
@@ -94,7 +94,7 @@ def test_duplicate_model_names_are_refused(args):
     assert "must be unique" in message and "z-image-tiny" in message
 
 
-@pytest.mark.parametrize("name", ["Gateway", "PromptTemplater"])
+@pytest.mark.parametrize("name", sorted(RESERVED_DEPLOYMENT_NAMES))
 def test_reserved_deployment_name_is_refused(args, name):
     args["models"][0]["name"] = name
     message = validation_message(args)
