@@ -1,11 +1,9 @@
 """Fetch an image URL without letting the client steer the service into its own network.
 
 Every hop (the URL and each redirect, at most `max_redirects`) goes through
-`UrlPolicy.check`, and the connection is made to the address that was checked: the
-request goes to `scheme://<ip>:<port>/path` with the `Host` header, TLS SNI and
-certificate check using the real host name (httpcore's `sni_hostname` extension becomes
-`server_hostname`, which drives both). Each hop uses a fresh client, so no connection,
-cookie or credential carries over; proxies and netrc from the environment are ignored.
+`UrlPolicy.check`, and the connection is made to the address that was checked
+(`serve_app.security.pinned`). Each hop uses a fresh client, so no connection, cookie or
+credential carries over; proxies and netrc from the environment are ignored.
 One deadline covers the whole fetch; the body is streamed and cut at `max_bytes`,
 whatever Content-Length says.
 """
@@ -20,6 +18,7 @@ from urllib.parse import urljoin
 import httpx
 
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError
+from serve_app.security.pinned import pinned_client, send_pinned, tls_failure
 from serve_app.security.ssrf import CheckedUrl, UrlPolicy
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -30,7 +29,6 @@ _POLICY_CODES = {
     "url_forbidden": "image_url_forbidden",
     "url_unresolvable": "image_url_fetch_failed",
 }
-_ADDRESSES_TRIED = 4
 
 
 @dataclass(frozen=True)
@@ -88,12 +86,7 @@ class SafeFetcher:
 
     async def _get(self, checked: CheckedUrl, param: str) -> FetchedImage | str:
         """One hop: the image, or the next URL to check."""
-        async with httpx.AsyncClient(
-            verify=self.ssl_context,
-            trust_env=False,
-            follow_redirects=False,
-            timeout=httpx.Timeout(self.timeout_s),
-        ) as client:
+        async with pinned_client(self.ssl_context, self.timeout_s) as client:
             response = await self._send(client, checked, param)
             try:
                 status = response.status_code
@@ -113,29 +106,20 @@ class SafeFetcher:
         self, client: httpx.AsyncClient, checked: CheckedUrl, param: str
     ) -> httpx.Response:
         headers = {
-            "Host": checked.host_header,
             "User-Agent": self.user_agent,
             "Accept": ACCEPT,
             "Accept-Encoding": "identity",
         }
-        extensions = {"sni_hostname": checked.host} if checked.scheme == "https" else {}
-        base = httpx.URL(checked.url)
-        failure: Exception | None = None
-        for address in checked.addresses[:_ADDRESSES_TRIED]:
-            request = client.build_request(
-                "GET", base.copy_with(host=str(address)), headers=headers, extensions=extensions
-            )
-            try:
-                return await client.send(request, stream=True)
-            except httpx.ConnectError as exc:  # try the host's next address
-                failure = exc
-            except httpx.TimeoutException:
-                raise _failed(param, "the URL's server did not answer in time") from None
-            except httpx.HTTPError:
-                raise _failed(param, "the URL's server broke off the exchange") from None
-        if failure is not None and _caused_by(failure, ssl.SSLCertVerificationError):
-            raise _failed(param, "the URL's TLS certificate did not verify")
-        raise _failed(param, "could not connect to the URL's host")
+        try:
+            return await send_pinned(client, "GET", checked, headers)
+        except httpx.ConnectError as exc:
+            if tls_failure(exc):
+                raise _failed(param, "the URL's TLS certificate did not verify") from None
+            raise _failed(param, "could not connect to the URL's host") from None
+        except httpx.TimeoutException:
+            raise _failed(param, "the URL's server did not answer in time") from None
+        except httpx.HTTPError:
+            raise _failed(param, "the URL's server broke off the exchange") from None
 
     async def _read_capped(self, response: httpx.Response, param: str) -> bytes:
         declared = response.headers.get("content-length", "")
@@ -157,17 +141,6 @@ class SafeFetcher:
         except httpx.HTTPError:
             raise _failed(param, "the URL's server broke off the exchange") from None
         return b"".join(chunks)
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _failed(param: str, message: str) -> InvalidRequestError:
