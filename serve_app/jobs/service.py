@@ -66,7 +66,7 @@ class JobService:
     ) -> tuple[dict[str, Any], bool]:
         """(the job, replayed): replayed is True when the Idempotency-Key found it made."""
         job = self._prepare(tenant, body, ("request",), authorize)
-        job = replace(job, callback_url=self._callback(body.callback_url))
+        job = replace(job, callback_url=await self._callback(body.callback_url))
         made = await self._create(
             tenant, idempotency_key, request_hash("jobs", body), [job], batch=None
         )
@@ -86,7 +86,7 @@ class JobService:
                 code="too_many_jobs",
                 param="jobs",
             )
-        callback_url = self._callback(body.callback_url)
+        callback_url = await self._callback(body.callback_url)
         jobs = [
             self._prepare(tenant, item, ("jobs", index, "request"), authorize)
             for index, item in enumerate(body.jobs)
@@ -134,7 +134,7 @@ class JobService:
             client_metadata=item.metadata,
         )
 
-    def _callback(self, url: str | None) -> str | None:
+    async def _callback(self, url: str | None) -> str | None:
         if url is None:
             return None
         if not self.secrets:
@@ -143,8 +143,9 @@ class JobService:
                 code="webhooks_not_configured",
                 param="callback_url",
             )
-        # Syntax, scheme and literal addresses now; DNS is checked again at each delivery.
-        self.policy.parse(url, param="callback_url")
+        # Refused now if it leads somewhere private; checked again at every delivery,
+        # as DNS may answer differently then.
+        await self.policy.check_async(url, param="callback_url")
         return url
 
     async def _create(
