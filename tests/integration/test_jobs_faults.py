@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.databases import postgres_schema_url
 from tests.integration.conftest import REPO, free_port
 from tests.integration.jobs_helpers import generation_job, verified_events, wait_for_job, wait_until
 
@@ -131,18 +133,23 @@ def session_pids(session: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == session:  # field 6 of /proc/PID/stat: the session id
+        # Fields 3 and 6 of /proc/PID/stat: the state, the session id. A zombie is dead
+        # already; only its parent (gone too) could reap it.
+        if fields[0] != "Z" and int(fields[3]) == session:
             pids.append(int(entry.name))
     return pids
 
 
 @pytest.fixture
-def crash_app_args(app_args, tmp_path) -> dict:
+def crash_app_args(app_args, tmp_path) -> Iterator[dict]:
+    """One model, its own images folder, and the job store on PostgreSQL (the shared app
+    uses SQLite), so that both stores are crashed end to end."""
     args = copy.deepcopy(app_args)
     args["models"] = [m for m in args["models"] if m["name"] == "sd-tiny"]
     args["storage"] = {**args["storage"], "root": str(tmp_path / "images")}
-    args["jobs"] = {**args["jobs"], "store_url": f"sqlite:///{tmp_path / 'jobs.sqlite3'}"}
-    return args
+    with postgres_schema_url() as store_url:
+        args["jobs"] = {**args["jobs"], "store_url": store_url}
+        yield args
 
 
 def test_killing_the_whole_application_loses_no_job(crash_app_args, tmp_path, webhook_receiver):

@@ -4,6 +4,7 @@ server mode on 127.0.0.1): `response_format: url` returns a presigned URL to a r
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from PIL import Image
 from tests.conftest import S3_TEST_CREDENTIALS
 from tests.integration.conftest import deploy_and_wait
 from tests.integration.helpers import assert_error
+from tests.integration.jobs_helpers import generation_job, wait_for_job
 
 pytestmark = pytest.mark.integration
 APP_NAME = "images-s3"
@@ -104,3 +106,38 @@ def test_files_route_serves_nothing_with_s3_storage(s3_app):
     key = "0" * 64 + ".png"
     response = httpx.get(f"{s3_app}/files/{key}?expires=9999999999&sig=abc", timeout=10)
     assert_error(response, 404, "file_not_found")
+
+
+def test_a_job_keeps_its_images_in_s3_under_keys_from_its_id(s3_app, s3_server, s3_bucket_module):
+    with httpx.Client(base_url=s3_app, timeout=60) as client:
+        job = client.post("/v1/jobs", json=generation_job("s3 job", n=2)).json()
+        done = wait_for_job(client, job["id"])
+    assert done["status"] == "succeeded", done
+    listed = s3_client(s3_server).list_objects_v2(
+        Bucket=s3_bucket_module, Prefix=f"results/jobs/{job['id']}/"
+    )
+    assert sorted(entry["Key"] for entry in listed["Contents"]) == [
+        f"results/jobs/{job['id']}/0.png",
+        f"results/jobs/{job['id']}/1.png",
+    ]
+    for image in done["result"]["images"]:
+        assert "X-Amz-Signature=" in image["url"]
+        download = httpx.get(image["url"], timeout=10)
+        assert hashlib.sha256(download.content).hexdigest() == image["sha256"]
+
+
+def test_an_s3_outage_fails_the_job_instead_of_a_dangling_success(
+    s3_app, s3_server, s3_bucket_module
+):
+    """Runs last in this module: it takes the bucket away."""
+    s3 = s3_client(s3_server)
+    for entry in s3.list_objects_v2(Bucket=s3_bucket_module).get("Contents", []):
+        s3.delete_object(Bucket=s3_bucket_module, Key=entry["Key"])
+    s3.delete_bucket(Bucket=s3_bucket_module)
+    with httpx.Client(base_url=s3_app, timeout=60) as client:
+        job = client.post("/v1/jobs", json=generation_job("no bucket")).json()
+        done = wait_for_job(client, job["id"])
+    # Every attempt made its image and failed to store it; the job never said succeeded.
+    assert done["status"] == "failed" and done["result"] is None
+    assert done["error"]["code"] == "storage_unavailable"
+    assert done["attempts"] == 3

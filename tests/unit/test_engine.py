@@ -104,3 +104,34 @@ def test_strict_custom_weights_refuse_a_partial_file(cache, tmp_path):
         ModelEngine(
             tiny_sd(custom_weights={"path": str(path), "component": "unet", "strict": True}), cache
         )
+
+
+def test_job_specs_report_every_step_and_plain_requests_none(cache, store_url):
+    from dataclasses import replace
+
+    from serve_app.jobs.progress import ProgressReporter
+    from serve_app.jobs.records import NewJob
+    from serve_app.jobs.store import JobStore
+
+    store = JobStore(store_url)
+    store.create_schema()
+    store.create_jobs(
+        [NewJob(id="job_progress", tenant="t", type="image_generation", request={})],
+        max_attempts=1,
+    )
+    store.claim_jobs("w", limit=1, lease_s=60)
+    seen: list[tuple[list[str], int, int]] = []
+    recorder = ProgressReporter(store_url, interval_s=0)
+
+    def sink(job_ids, step, total):
+        seen.append((job_ids, step, total))
+        recorder(job_ids, step, total)
+
+    engine = ModelEngine(tiny_sd(), cache, progress=sink)
+    engine.run_batch([spec(steps=3)])
+    assert seen == []
+    engine.run_batch([replace(spec(steps=3), job_id="job_progress"), spec(steps=3)])
+    assert seen == [(["job_progress"], step, 3) for step in (1, 2, 3)]
+    job = store.get_job("job_progress")
+    assert (job.progress_step, job.progress_total) == (3, 3)
+    store.dispose()
