@@ -15,6 +15,12 @@ from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
 from serve_app.errors import ServiceError, ServiceUnavailableError
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.observability.access_log import AccessLog
+from serve_app.observability.ray_adapter import (
+    SERVE_EXTRA_FIELDS_KEY,
+    replica_metrics,
+    serve_logger,
+)
 from serve_app.prompts import PromptRequest, RenderedPrompt
 from serve_app.storage import LocalStorage, UrlSigner
 from serve_app.storage.signing import secret_from_environment
@@ -80,10 +86,23 @@ class Gateway:
             models={name: HandleModelBackend(handle) for name, handle in models.items()},
             storage=storage,
             signer=UrlSigner(secret, config.storage.url_ttl_s),
+            metrics=replica_metrics(),
+        )
+        observability = config.observability
+        self.access_log = (
+            AccessLog(
+                serve_logger(),
+                extra_key=SERVE_EXTRA_FIELDS_KEY,
+                prompt_chars=observability.access_log_prompt_chars,
+            )
+            if observability.access_log
+            else None
         )
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, replica_counts=self.replica_counts)
+        return create_app(
+            self.service, replica_counts=self.replica_counts, access_log=self.access_log
+        )
 
     async def replica_counts(self) -> dict[str, Any]:
         """Running replicas per deployment, as the Serve controller reports them."""

@@ -132,16 +132,45 @@ def app_args(tmp_path_factory, image_host) -> dict:
 
 
 @pytest.fixture(scope="session")
-def base_url(app_args) -> str:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(metrics_port) -> str:
+    """Ray's Prometheus endpoint: Serve's metrics and the service's own."""
+    return f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+@pytest.fixture(scope="session")
+def serve_log_dir(tmp_path_factory) -> Path:
+    """Where the replicas write their Serve logs (JSON-encoded, as in production)."""
+    return tmp_path_factory.mktemp("serve-logs")
+
+
+@pytest.fixture(scope="session")
+def base_url(app_args, metrics_port, serve_log_dir) -> str:
     import ray
     from ray import serve
 
     from serve_app.graph import build_app
 
     port = free_port()
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=16,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        # Workers push metrics every second instead of every ten.
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(app_args), name="images", route_prefix="/")
+    serve.run(
+        build_app(app_args),
+        name="images",
+        route_prefix="/",
+        logging_config={"encoding": "JSON", "logs_dir": str(serve_log_dir)},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
