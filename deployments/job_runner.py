@@ -11,7 +11,6 @@ import socket
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from serve_app.jobs.webhooks import WebhookSender
 
 from serve_app.config import AppConfig
 from serve_app.jobs.delivery import WebhookDispatcher
@@ -19,7 +18,9 @@ from serve_app.jobs.execution import JobExecutor
 from serve_app.jobs.runner import JobRunner as Runner
 from serve_app.jobs.service import callback_policy, webhook_secrets
 from serve_app.jobs.store import JobStore, job_store_url
-from serve_app.ray_adapters import gateway_service
+from serve_app.jobs.webhooks import WebhookSender
+from serve_app.observability.ray_adapter import replica_metrics
+from serve_app.ray_adapter import gateway_service
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class JobRunner:
             )
         self.runner = Runner(
             store,
-            JobExecutor(gateway_service(config, templater, models)),
+            JobExecutor(gateway_service(config, templater, models, metrics=replica_metrics())),
             jobs,
             worker_id=f"{socket.gethostname()}:{os.getpid()}",
             webhooks=webhooks,

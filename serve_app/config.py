@@ -273,6 +273,13 @@ class JobsConfig(StrictModel):
     webhooks: WebhookConfig = WebhookConfig()
 
 
+class ObservabilityConfig(StrictModel):
+    # One structured line per Gateway request in the Gateway replica's Serve log.
+    access_log: bool = True
+    # Leading prompt characters kept in the access log; 0 keeps none.
+    access_log_prompt_chars: int = Field(80, ge=0, le=1000)
+
+
 class AppConfig(StrictModel):
     models: list[ModelConfig] = Field(min_length=1)
     templates_path: str = "configs/templates.yaml"
@@ -281,6 +288,7 @@ class AppConfig(StrictModel):
     gateway: GatewayConfig = GatewayConfig()
     images: ImageInputConfig = ImageInputConfig()
     jobs: JobsConfig = JobsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @field_validator("models")
     @classmethod

@@ -46,6 +46,7 @@ def error_response(
     param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    request.state.error_code = code  # for the access log and the error counter
     body = ErrorResponse(
         error=ErrorBody(
             message=message,

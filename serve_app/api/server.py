@@ -27,6 +27,8 @@ from serve_app.api.serving import GatewayService
 from serve_app.config import GatewayConfig
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from serve_app.jobs.service import JobService
+from serve_app.observability.access_log import AccessLog, note_request, note_result
+from serve_app.observability.http import install_request_observer, request_notes
 from serve_app.storage import LocalStorage
 from serve_app.storage.keys import content_type
 
@@ -128,6 +130,7 @@ def create_app(
     service: GatewayService,
     replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     jobs: JobService | None = None,
+    access_log: AccessLog | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Image serving API",
@@ -156,6 +159,9 @@ def create_app(
             response.headers["x-request-id"] = request.state.request_id
         return response
 
+    # Added after request_context, so it wraps it and sees the request id and final status.
+    install_request_observer(app, access_log, service.metrics)
+
     @app.post(
         "/v1/images/generations",
         response_model=ImagesResponse,
@@ -163,7 +169,10 @@ def create_app(
         tags=["images"],
     )
     async def create_image(request: Request, body: ImageGenerationRequest) -> JSONResponse:
+        notes = request_notes(request)
+        note_request(notes, model=body.model, prompt=body.prompt)
         response, result = await service.generate_images(body, str(request.base_url))
+        note_result(notes, response.model, result)
         return JSONResponse(
             response.model_dump(exclude_none=True),
             headers={"x-batch-images": str(result.batch_images)},
@@ -190,7 +199,10 @@ def create_app(
             raise UnsupportedMediaTypeError(
                 "send multipart/form-data or application/json", code="unsupported_media_type"
             )
+        notes = request_notes(request)
+        note_request(notes, model=body.model, prompt=body.prompt)
         response, result = await service.edit_images(body, uploads, mask, str(request.base_url))
+        note_result(notes, response.model, result)
         return JSONResponse(
             response.model_dump(exclude_none=True),
             headers={"x-batch-images": str(result.batch_images)},

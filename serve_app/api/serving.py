@@ -27,6 +27,7 @@ from serve_app.config import AppConfig, ModelConfig, parse_size
 from serve_app.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from serve_app.models.registry import MAX_INPUT_IMAGES, NEGATIVE_PROMPT_SUPPORT, SIZE_MULTIPLES
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.observability.metrics import ServiceMetrics
 from serve_app.prompts import PromptRequest, RenderedPrompt
 from serve_app.storage import Storage
 
@@ -51,8 +52,10 @@ class GatewayService:
         prompts: PromptBackend,
         models: dict[str, ModelBackend],
         storage: Storage,
+        metrics: ServiceMetrics | None = None,
     ):
         self.config = config
+        self.metrics = metrics or ServiceMetrics()
         self.prompts = prompts
         self.models = models
         self.storage = storage
@@ -84,16 +87,17 @@ class GatewayService:
     async def plan_generation(self, body: ImageGenerationRequest) -> ModelCall:
         model = self.resolve_model(body.model, task="text-to-image")
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
-        rendered = await self.prompts.render(
-            PromptRequest(
-                prompt=body.prompt,
-                negative_prompt=body.negative_prompt,
-                template=body.template,
-                variables=body.variables,
-                style=body.style,
-                brand=body.brand,
+        with self.metrics.timed("template", model.name):
+            rendered = await self.prompts.render(
+                PromptRequest(
+                    prompt=body.prompt,
+                    negative_prompt=body.negative_prompt,
+                    template=body.template,
+                    variables=body.variables,
+                    style=body.style,
+                    brand=body.brand,
+                )
             )
-        )
         multiple = SIZE_MULTIPLES[model.family]
         if body.size != "auto":
             width, height = requested_size(body.size)
@@ -128,15 +132,17 @@ class GatewayService:
         mask_source = mask_upload or (
             ImageSource("mask", reference=body.mask) if body.mask is not None else None
         )
-        rendered = await self.prompts.render(
-            PromptRequest(
-                prompt=body.prompt,
-                negative_prompt=body.negative_prompt,
-                style=body.style,
-                brand=body.brand,
+        with self.metrics.timed("template", model.name):
+            rendered = await self.prompts.render(
+                PromptRequest(
+                    prompt=body.prompt,
+                    negative_prompt=body.negative_prompt,
+                    style=body.style,
+                    brand=body.brand,
+                )
             )
-        )
-        prepared = await self.image_inputs.prepare(model, sources, mask_source, body.size)
+        with self.metrics.timed("inputs", model.name):
+            prepared = await self.image_inputs.prepare(model, sources, mask_source, body.size)
         steps, guidance = self._schedule(model, body, rendered)
         image_guidance = body.image_guidance_scale
         if image_guidance is None:
@@ -267,7 +273,8 @@ class GatewayService:
     async def _response(
         self, call: ModelCall, result: GenerationResult, body: ImageRequest, base_url: str
     ) -> ImagesResponse:
-        data = await self._image_data(result, body, call.revised_prompt, base_url)
+        with self.metrics.timed("store", call.model.name):
+            data = await self._image_data(result, body, call.revised_prompt, base_url)
         pixels = sum(image.width * image.height for image in result.images)
         return ImagesResponse(
             data=data,

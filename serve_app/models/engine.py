@@ -20,6 +20,8 @@ from serve_app.errors import ServiceUnavailableError
 from serve_app.images import encode_image
 from serve_app.models.loading import load_model
 from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec
+from serve_app.observability.gpu import gpu_report
+from serve_app.observability.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,15 @@ ProgressSink = Callable[[list[str], int, int], None]
 class ModelEngine:
     """Text-to-image and edit models alike: the family decides what one call does."""
 
-    def __init__(self, config: ModelConfig, tiny_cache: Path, progress: ProgressSink | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        tiny_cache: Path,
+        metrics: ServiceMetrics | None = None,
+        progress: ProgressSink | None = None,
+    ):
         self.config = config
+        self.metrics = metrics or ServiceMetrics()
         self.progress = progress
         started = time.perf_counter()
         self.model = load_model(config, tiny_cache)
@@ -51,10 +60,13 @@ class ModelEngine:
         self._lock = threading.Lock()
         logger.info("%s loaded on %s in %.2fs", config.name, self.model.device, self.load_seconds)
 
-    def run_batch(self, specs: list[ModelSpec]) -> list[BatchResult | Exception]:
+    def run_batch(
+        self, specs: list[ModelSpec], *, record: bool = True
+    ) -> list[BatchResult | Exception]:
         """Group specs by batch key, run one pipeline call per group, keep request order.
 
         A group that fails gives its requests the exception; other groups still run.
+        `record=False` keeps a call (the warm-up) out of the metrics.
         """
         family = self.model.family
         # Families whose batched output depends on the neighbours, or whose pipeline takes
@@ -69,7 +81,9 @@ class ModelEngine:
             group = [specs[i] for i in indices]
             try:
                 with self._lock:
+                    started = time.perf_counter()
                     images = family.run(self.model.pipeline, group, self._on_step(group))
+                    seconds = time.perf_counter() - started
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 error = ServiceUnavailableError(
@@ -86,6 +100,8 @@ class ModelEngine:
                     results[index] = error
                 continue
             total = len(images)
+            if record:
+                self._record_call(total, seconds)
             offset = 0
             for index, spec in zip(indices, group, strict=True):
                 results[index] = BatchResult(images[offset : offset + spec.n], total)
@@ -109,12 +125,22 @@ class ModelEngine:
             spec = EditSpec("warm-up", None, (gray,), None, 1, defaults.guidance_scale, None, (0,))
         else:
             spec = GenerationSpec("warm-up", None, width, height, 1, defaults.guidance_scale, (0,))
-        result = self.run_batch([spec])[0]
+        result = self.run_batch([spec], record=False)[0]
         if isinstance(result, Exception):
             raise result
 
+    def _record_call(self, images: int, seconds: float) -> None:
+        name = self.config.name
+        self.metrics.batch_formed(name, images)
+        self.metrics.stage_time("model", name, seconds)
+        self.metrics.images_generated(name, self.model.family.task, images)
+
+    def encode(self, spec: ModelSpec, result: BatchResult) -> list[GeneratedImage]:
+        with self.metrics.timed("encode", self.config.name):
+            return self._encode(spec, result)
+
     @staticmethod
-    def encode(spec: ModelSpec, result: BatchResult) -> list[GeneratedImage]:
+    def _encode(spec: ModelSpec, result: BatchResult) -> list[GeneratedImage]:
         return [
             GeneratedImage(
                 encode_image(pixels, spec.output_format, spec.output_compression),
@@ -125,6 +151,9 @@ class ModelEngine:
             for pixels, seed in zip(result.pixels, spec.seeds, strict=True)
         ]
 
+    def gpu(self) -> dict | None:
+        return gpu_report(self.model.device)
+
     def health(self) -> dict:
         info = {
             "model": self.config.name,
@@ -133,15 +162,9 @@ class ModelEngine:
             "device": self.model.device,
             "dtype": self.model.dtype,
             "load_seconds": round(self.load_seconds, 3),
+            # None on CPU; memory and utilisation of this replica's card on CUDA.
+            "gpu": self.gpu(),
         }
-        if self.model.device == "cuda":
-            free, total = torch.cuda.mem_get_info()
-            info["gpu_memory"] = {
-                "allocated_bytes": torch.cuda.memory_allocated(),
-                "reserved_bytes": torch.cuda.memory_reserved(),
-                "free_bytes": free,
-                "total_bytes": total,
-            }
         if self.model.weights_report is not None:
             info["custom_weights"] = self.model.weights_report.summary()
         return info

@@ -211,26 +211,54 @@ def app_args(tmp_path_factory, image_host, webhook_receiver) -> dict:
 
 
 @pytest.fixture(scope="session")
-def serve_port() -> Iterator[int]:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(metrics_port) -> str:
+    """Ray's Prometheus endpoint: Serve's metrics and the service's own."""
+    return f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+@pytest.fixture(scope="session")
+def serve_log_dir(tmp_path_factory) -> Path:
+    """Where the replicas write their Serve logs (JSON-encoded, as in production)."""
+    return tmp_path_factory.mktemp("serve-logs")
+
+
+@pytest.fixture(scope="session")
+def serve_port(metrics_port) -> Iterator[int]:
     """A local Ray with Serve on 127.0.0.1; test modules deploy their applications on it."""
     import ray
     from ray import serve
 
     port = free_port()
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=16,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        # Workers push metrics every second instead of every ten.
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()
     ray.shutdown()
 
 
-def deploy_and_wait(args: dict, name: str, route_prefix: str, port: int) -> str:
-    """serve.run the application built from `args`; its base URL once /v1/health says 200."""
+def deploy_and_wait(
+    args: dict, name: str, route_prefix: str, port: int, logs_dir: Path | None = None
+) -> str:
+    """serve.run the application built from `args`; its base URL once /v1/health says 200.
+    With `logs_dir`, replicas write JSON logs there, as in production."""
     from ray import serve
 
     from serve_app.graph import build_app
 
-    serve.run(build_app(args), name=name, route_prefix=route_prefix)
+    logging_config = {"encoding": "JSON", "logs_dir": str(logs_dir)} if logs_dir else None
+    serve.run(build_app(args), name=name, route_prefix=route_prefix, logging_config=logging_config)
     url = f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -244,8 +272,8 @@ def deploy_and_wait(args: dict, name: str, route_prefix: str, port: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def base_url(app_args, serve_port) -> str:
-    return deploy_and_wait(app_args, "images", "/", serve_port)
+def base_url(app_args, serve_port, serve_log_dir) -> str:
+    return deploy_and_wait(app_args, "images", "/", serve_port, logs_dir=serve_log_dir)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
 from serve_app.errors import ServiceError, ServiceUnavailableError
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.observability.metrics import ServiceMetrics
 from serve_app.prompts import PromptRequest, RenderedPrompt
 from serve_app.storage import build_storage
 
@@ -58,7 +59,10 @@ class HandleModelBackend:
 
 
 def gateway_service(
-    config: AppConfig, templater: DeploymentHandle, models: dict[str, DeploymentHandle]
+    config: AppConfig,
+    templater: DeploymentHandle,
+    models: dict[str, DeploymentHandle],
+    metrics: ServiceMetrics | None = None,
 ) -> GatewayService:
     """The serving logic over handles: what the Gateway serves and the JobRunner runs."""
     return GatewayService(
@@ -66,4 +70,5 @@ def gateway_service(
         prompts=HandlePromptBackend(templater),
         models={name: HandleModelBackend(handle) for name, handle in models.items()},
         storage=build_storage(config),
+        metrics=metrics,
     )

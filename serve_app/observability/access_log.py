@@ -1,0 +1,121 @@
+"""One structured access-log entry per Gateway request.
+
+What goes in is chosen field by field: ids, tenant, route, model, status, latency, the
+results' SHA-256 and counts, and the first characters of the prompt. Headers, API keys
+and image bytes have no field, so they cannot leak into the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
+
+from serve_app.models.spec import GenerationResult
+
+DEFAULT_PROMPT_CHARS = 80
+# Unmatched paths are attacker-chosen: keep only a prefix.
+MAX_PATH_CHARS = 200
+
+
+class AccessEntry(BaseModel):
+    event: Literal["access"] = "access"
+    request_id: str | None
+    tenant: str
+    method: str
+    # The route template (`/v1/models/{model_id}`), or the raw path when no route matched.
+    route: str
+    model: str | None = None
+    status: int
+    latency_ms: float
+    images: int = 0
+    # Images in the pipeline call this request's images came from.
+    batch_images: int | None = None
+    image_sha256: list[str] = []
+    prompt: str | None = None
+    error_code: str | None = None
+
+    def summary(self) -> str:
+        """The human line, for Serve's TEXT log encoding (JSON carries every field)."""
+        model = f" model={self.model}" if self.model else ""
+        return f"{self.method} {self.route} {self.status} {self.latency_ms:.1f}ms{model}"
+
+
+@dataclass
+class RequestNotes:
+    """What a route learns about its request, for the access log written after it."""
+
+    model: str | None = None
+    prompt: str | None = None
+    image_sha256: list[str] = field(default_factory=list)
+    batch_images: int | None = None
+
+
+def note_request(notes: RequestNotes, *, model: str | None, prompt: str | None) -> None:
+    notes.model = model
+    notes.prompt = prompt
+
+
+def note_result(notes: RequestNotes, model: str, result: GenerationResult) -> None:
+    notes.model = model
+    notes.image_sha256 = [hashlib.sha256(image.data).hexdigest() for image in result.images]
+    notes.batch_images = result.batch_images
+
+
+def prompt_excerpt(prompt: str | None, limit: int) -> str | None:
+    if not prompt or limit <= 0:
+        return None
+    return prompt if len(prompt) <= limit else prompt[:limit] + "…"
+
+
+class AccessLog:
+    """Writes entries to a logger, as `extra` fields under `extra_key`.
+
+    Under Ray Serve the logger is Serve's replica logger and the key its extra-fields
+    key, so with `logging_config: {encoding: JSON}` each entry is one JSON line in the
+    Gateway replica's log file, next to Serve's own fields (replica, deployment, ...).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        extra_key: str = "access",
+        prompt_chars: int = DEFAULT_PROMPT_CHARS,
+    ):
+        self.logger = logger
+        self.extra_key = extra_key
+        self.prompt_chars = prompt_chars
+
+    def entry(
+        self,
+        *,
+        request_id: str | None,
+        tenant: str,
+        method: str,
+        route: str,
+        status: int,
+        latency_ms: float,
+        notes: RequestNotes,
+        error_code: str | None,
+    ) -> AccessEntry:
+        return AccessEntry(
+            request_id=request_id,
+            tenant=tenant,
+            method=method,
+            route=route[:MAX_PATH_CHARS],
+            model=notes.model,
+            status=status,
+            latency_ms=round(latency_ms, 2),
+            images=len(notes.image_sha256),
+            batch_images=notes.batch_images,
+            image_sha256=notes.image_sha256,
+            prompt=prompt_excerpt(notes.prompt, self.prompt_chars),
+            error_code=error_code,
+        )
+
+    def emit(self, entry: AccessEntry) -> None:
+        self.logger.info(entry.summary(), extra={self.extra_key: entry.model_dump()})

@@ -1,0 +1,166 @@
+"""The service's own metrics: one catalog of names, and a recorder the code calls.
+
+`ServiceMetrics` is what the Gateway and the model engine call; it writes to a `MetricSink`.
+The Ray deployments pass a sink backed by `ray.serve.metrics` (exported by Ray's metrics
+agent next to Serve's own metrics); tests pass `InMemorySink`; by default nothing is kept.
+Ray's Prometheus exporter prefixes every name with `ray_` and adds `_total` to counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+MetricKind = Literal["counter", "histogram", "gauge"]
+
+# Seconds, from a fast template render to a slow 50-step 2048² call.
+SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+IMAGE_COUNT_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: MetricKind
+    description: str
+    tag_keys: tuple[str, ...]
+    boundaries: tuple[float, ...] = ()
+
+    @property
+    def prometheus_names(self) -> tuple[str, ...]:
+        """The series names Ray's exporter publishes for this metric."""
+        base = "ray_" + self.name
+        if self.kind == "counter":
+            return (base + "_total",)
+        if self.kind == "histogram":
+            return (base + "_bucket", base + "_count", base + "_sum")
+        return (base,)
+
+
+IMAGES_GENERATED = MetricSpec(
+    "image_serving_images_generated",
+    "counter",
+    "Images made by pipeline calls (warm-up excluded).",
+    ("model", "task"),
+)
+BATCH_IMAGES = MetricSpec(
+    "image_serving_batch_images",
+    "histogram",
+    "Images per pipeline call: the batch size really formed.",
+    ("model",),
+    IMAGE_COUNT_BUCKETS,
+)
+QUEUE_WAIT = MetricSpec(
+    "image_serving_queue_wait_seconds",
+    "histogram",
+    "Time a request waited in the model replica's batch queue before its batch started.",
+    ("model",),
+    SECONDS_BUCKETS,
+)
+STAGE_SECONDS = MetricSpec(
+    "image_serving_stage_seconds",
+    "histogram",
+    "Time per stage: template, inputs (edit images), model (pipeline call), encode, store.",
+    ("stage", "model"),
+    SECONDS_BUCKETS,
+)
+REQUEST_ERRORS = MetricSpec(
+    "image_serving_request_errors",
+    "counter",
+    "Gateway answers with status >= 400, by route, status and error code.",
+    ("route", "status", "code"),
+)
+GPU_MEMORY = MetricSpec(
+    "image_serving_gpu_memory_bytes",
+    "gauge",
+    "GPU memory seen by a model replica (allocated, reserved, free, total).",
+    ("model", "kind"),
+)
+GPU_UTILIZATION = MetricSpec(
+    "image_serving_gpu_utilization_percent",
+    "gauge",
+    "GPU utilisation over the last sample period, as NVML reports it.",
+    ("model",),
+)
+
+METRICS: tuple[MetricSpec, ...] = (
+    IMAGES_GENERATED,
+    BATCH_IMAGES,
+    QUEUE_WAIT,
+    STAGE_SECONDS,
+    REQUEST_ERRORS,
+    GPU_MEMORY,
+    GPU_UTILIZATION,
+)
+
+Stage = Literal["template", "inputs", "model", "encode", "store"]
+
+
+class MetricSink(Protocol):
+    """Where values go; one call per observation, tags as in the metric's spec."""
+
+    def record(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None: ...
+
+
+class NullSink:
+    def record(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        pass
+
+
+class InMemorySink:
+    """Keeps every observation, for tests and for code run outside Ray."""
+
+    def __init__(self) -> None:
+        self.observations: dict[str, list[tuple[float, dict[str, str]]]] = defaultdict(list)
+
+    def record(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self.observations[spec.name].append((value, dict(tags)))
+
+    def values(self, spec: MetricSpec, **tags: str) -> list[float]:
+        return [
+            value
+            for value, seen in self.observations[spec.name]
+            if all(seen.get(k) == v for k, v in tags.items())
+        ]
+
+
+class ServiceMetrics:
+    """What the service measures, in its own words."""
+
+    def __init__(self, sink: MetricSink | None = None):
+        self.sink: MetricSink = sink or NullSink()
+
+    def images_generated(self, model: str, task: str, count: int) -> None:
+        self.sink.record(IMAGES_GENERATED, count, {"model": model, "task": task})
+
+    def batch_formed(self, model: str, images: int) -> None:
+        self.sink.record(BATCH_IMAGES, images, {"model": model})
+
+    def queue_wait(self, model: str, seconds: float) -> None:
+        self.sink.record(QUEUE_WAIT, max(seconds, 0.0), {"model": model})
+
+    def stage_time(self, stage: Stage, model: str, seconds: float) -> None:
+        self.sink.record(STAGE_SECONDS, seconds, {"stage": stage, "model": model})
+
+    @contextmanager
+    def timed(self, stage: Stage, model: str) -> Iterator[None]:
+        """Times the block; a block that raises is not recorded (errors are counted)."""
+        started = time.perf_counter()
+        yield
+        self.stage_time(stage, model, time.perf_counter() - started)
+
+    def request_error(self, route: str, status: int, code: str | None) -> None:
+        tags = {"route": route, "status": str(status), "code": code or "none"}
+        self.sink.record(REQUEST_ERRORS, 1, tags)
+
+    def gpu(self, model: str, report: dict[str, Any]) -> None:
+        """A `gpu.gpu_report()` dict: memory gauges, and utilisation when NVML gave one."""
+        for kind, value in report.get("memory", {}).items():
+            kind_name = kind.removesuffix("_bytes")
+            self.sink.record(GPU_MEMORY, value, {"model": model, "kind": kind_name})
+        if report.get("utilization_percent") is not None:
+            self.sink.record(GPU_UTILIZATION, report["utilization_percent"], {"model": model})

@@ -1,0 +1,147 @@
+"""Access logs, metrics and health of the running application, read where ops read them:
+the Gateway replica's Serve log file and Ray's Prometheus endpoint."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "sk-observability-secret-0123456789"
+LONG_PROMPT = "a walnut desk lamp on a marble table, soft window light, " * 4
+
+
+def access_entries(log_dir: Path, request_id: str, timeout_s: float = 30) -> list[dict]:
+    """The Gateway's access-log lines for one request id, waiting for the file to flush."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        entries = []
+        for path in log_dir.glob("replica_images_Gateway_*.log"):
+            for line in path.read_text().splitlines():
+                if request_id in line and '"event": "access"' in line:
+                    entries.append((line, json.loads(line)))
+        if entries or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.5)
+
+
+def scrape(metrics_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Series name -> [(labels, value)] from the Prometheus text format."""
+    series: dict[str, list[tuple[dict[str, str], float]]] = {}
+    text = httpx.get(metrics_url, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return series
+
+
+def total(series, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for seen, value in series.get(name, [])
+        if all(seen.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_one_json_access_line_per_request_without_secrets(client, serve_log_dir):
+    response = client.post(
+        "/v1/images/generations",
+        headers={"Authorization": f"Bearer {API_KEY}", "x-request-id": "obs-gen-1"},
+        json={"model": "sd-tiny", "prompt": LONG_PROMPT, "n": 2, "size": "64x64", "steps": 2},
+    )
+    assert response.status_code == 200, response.text
+    images = [base64.b64decode(item["b64_json"]) for item in response.json()["data"]]
+
+    entries = access_entries(serve_log_dir, "obs-gen-1")
+    assert len(entries) == 1
+    line, entry = entries[0]
+    assert entry["request_id"] == "obs-gen-1"
+    assert entry["tenant"] == "default"
+    assert entry["route"] == "/v1/images/generations"
+    assert entry["model"] == "sd-tiny"
+    assert entry["status"] == 200
+    assert entry["latency_ms"] > 0
+    assert entry["images"] == 2
+    assert entry["batch_images"] >= 2
+    assert entry["image_sha256"] == [hashlib.sha256(image).hexdigest() for image in images]
+    assert entry["prompt"] == LONG_PROMPT[:80] + "…"
+    # Serve's own fields sit next to ours: which replica wrote the line.
+    assert entry["deployment"].endswith("Gateway") and entry["replica"]
+    assert API_KEY not in line and "authorization" not in line.lower()
+    assert response.json()["data"][0]["b64_json"][:40] not in line
+
+
+def test_access_line_of_a_refused_request_has_its_error_code(client, serve_log_dir):
+    response = client.post(
+        "/v1/images/generations",
+        headers={"x-request-id": "obs-err-1"},
+        json={"model": "no-such-model", "prompt": "x"},
+    )
+    assert response.status_code == 404
+    [(_, entry)] = access_entries(serve_log_dir, "obs-err-1")
+    assert entry["status"] == 404
+    assert entry["error_code"] == "model_not_found"
+    assert entry["model"] == "no-such-model"
+    assert entry["images"] == 0 and entry["image_sha256"] == []
+
+
+def test_prometheus_endpoint_has_the_service_metrics(client, metrics_url):
+    ok = client.post(
+        "/v1/images/generations",
+        json={"model": "sd-tiny", "prompt": "metrics", "n": 3, "size": "64x64", "steps": 2},
+    )
+    assert ok.status_code == 200
+    assert (
+        client.post("/v1/images/generations", json={"model": "nope", "prompt": "x"}).status_code
+        == 404
+    )
+
+    deadline = time.monotonic() + 60
+    while True:
+        series = scrape(metrics_url)
+        errors = total(
+            series,
+            "ray_image_serving_request_errors_total",
+            route="/v1/images/generations",
+            status="404",
+            code="model_not_found",
+        )
+        images = total(
+            series,
+            "ray_image_serving_images_generated_total",
+            model="sd-tiny",
+            task="text-to-image",
+        )
+        if (errors >= 1 and images >= 3) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+
+    assert images >= 3
+    assert errors >= 1
+    assert total(series, "ray_image_serving_batch_images_count", model="sd-tiny") >= 1
+    # The 3-image request formed a batch of at least 3: its bucket le=2 misses it.
+    assert total(series, "ray_image_serving_batch_images_sum", model="sd-tiny") >= 3
+    assert total(series, "ray_image_serving_queue_wait_seconds_count", model="sd-tiny") >= 1
+    for stage in ("template", "model", "encode", "store"):
+        count = total(series, "ray_image_serving_stage_seconds_count", stage=stage, model="sd-tiny")
+        assert count >= 1, stage
+        assert total(series, "ray_image_serving_stage_seconds_sum", stage=stage) > 0, stage
+    # Serve tags each series with the replica that recorded it.
+    labels = next(seen for seen, _ in series["ray_image_serving_images_generated_total"])
+    assert labels["deployment"] == "sd-tiny" and labels["application"] == "images"
+    # Serve's own metrics come from the same endpoint.
+    assert total(series, "ray_serve_num_http_requests_total") >= 2
+
+
+def test_health_reports_no_gpu_on_cpu(client):
+    health = client.get("/v1/health").json()
+    assert health["status"] == "ok"
+    assert all(model["gpu"] is None for model in health["models"])
