@@ -34,7 +34,7 @@ from serve_app.observability.metrics import (
     ServiceMetrics,
 )
 from serve_app.prompts import PromptCatalog, catalog_listing
-from serve_app.storage import LocalStorage, UrlSigner
+from serve_app.storage import LocalStorage
 from tests.unit.test_engine import tiny_sd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,13 +107,14 @@ def http(config, sink, engine, log_stream):
     handler = logging.StreamHandler(log_stream)
     handler.setFormatter(JSONFormatter())
     logger.addHandler(handler)
-    storage = LocalStorage(config.resolve_path(config.storage.root))
+    storage = LocalStorage(
+        config.resolve_path(config.storage.root), signing_secret=b"0123456789abcdef0123"
+    )
     service = GatewayService(
         config,
         prompts=LocalPrompts(PromptCatalog.from_yaml(Path(config.templates_path))),
         models={"sd-unit": LocalModel(engine)},
         storage=storage,
-        signer=UrlSigner(b"0123456789abcdef0123", 600),
         metrics=ServiceMetrics(sink),
     )
     app = create_app(service, access_log=AccessLog(logger, extra_key=EXTRA_KEY))
