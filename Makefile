@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   start the service on configs/local.yaml (http://127.0.0.1:8000)
-#   make test    lint and run every test (unit and a real Ray Serve on localhost)
+#   make test    lint and run every test (unit and a real Ray Serve on localhost;
+#                starts PostgreSQL and Redis on 127.0.0.1 when they are not running)
 #   make bench-cpu   sweep a tiny model on this CPU: benchmarks/results/<date>-cpu-<model>.*
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ CONFIG ?= configs/local.yaml
 
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint bench-cpu bench-wheels
+.PHONY: install serve test lint services bench-cpu bench-wheels
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +30,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# PostgreSQL and Redis on 127.0.0.1 for the tests: used when running, started if not.
+services:
+	bash .ci/services.sh
+
+test: lint services
 	$(BIN)/python -m pytest -q
 
 # The CPU sweep: our service, the naive server and the raw pipeline with a tiny
