@@ -270,6 +270,8 @@ class JobsConfig(StrictModel):
     # A second request with an Idempotency-Key still being created gets 409 for this long;
     # after it, the creator is presumed dead and the key may be taken over.
     idempotency_lock_s: float = Field(30.0, ge=1, le=3600)
+    # How long a key remembers its job (a client may retry for this long).
+    idempotency_ttl_s: float = Field(86400.0, ge=86400)
     webhooks: WebhookConfig = WebhookConfig()
 
 

@@ -36,6 +36,10 @@ def error_body(error: BaseException) -> dict[str, Any]:
     return {"code": "internal_error", "message": "the job failed unexpectedly"}
 
 
+# A model's queue was full: the job never ran, so waiting does not use an attempt.
+CAPACITY_CODES = frozenset({"model_overloaded"})
+
+
 def is_transient(error: BaseException) -> bool:
     """Worth another attempt: capacity, a lost replica, storage down (503s), or a bug
     we cannot classify. A 4xx is the request's own fault and would fail again."""
@@ -78,6 +82,7 @@ class JobRunner:
             try:
                 if time.monotonic() >= next_sweep:
                     await asyncio.to_thread(self.store.sweep_expired)
+                    await asyncio.to_thread(self.store.expire_keys, self.config.idempotency_ttl_s)
                     next_sweep = time.monotonic() + self.config.sweep_interval_s
                 free = self.config.runner_concurrency - len(self.running)
                 if free > 0:
@@ -149,7 +154,13 @@ class JobRunner:
             # Back off 2, 4, 8 ... s (at most a minute), jittered so retries spread out.
             delay = min(60.0, 2.0**job.attempts) * self._rng.uniform(0.8, 1.2)
             await asyncio.to_thread(
-                self.store.retry_job, job.id, job.lease_token, delay_s=delay, error=body
+                lambda: self.store.retry_job(
+                    job.id,
+                    job.lease_token,
+                    delay_s=delay,
+                    error=body,
+                    count_attempt=body["code"] not in CAPACITY_CODES,
+                )
             )
         else:
             await asyncio.to_thread(self.store.finish_job, job.id, job.lease_token, error=body)

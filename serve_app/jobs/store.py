@@ -197,6 +197,17 @@ class JobStore:
             )
             return None
 
+    def expire_keys(self, older_than_s: float, now: float | None = None) -> int:
+        """Forget Idempotency-Keys older than `older_than_s` (kept at least a day)."""
+        now = time.time() if now is None else now
+        with self._write() as connection:
+            return connection.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.created_at < now - older_than_s,
+                    idempotency_keys.c.state == "done",
+                )
+            ).rowcount
+
     def release_key(self, tenant: str, key: str) -> None:
         """Forget a key whose request was refused before anything was created."""
         with self._write() as connection:
@@ -523,15 +534,17 @@ class JobStore:
         *,
         delay_s: float,
         error: dict[str, Any],
+        count_attempt: bool = True,
         now: float | None = None,
     ) -> JobRecord | None:
         """A transient failure: back to the queue after `delay_s`, or failed when the job
-        has used its attempts."""
+        has used its attempts. A full model queue is waited out without counting one
+        (`count_attempt=False`): the job was never run."""
         now = time.time() if now is None else now
         job = self.get_job(job_id)
         if job is None or job.lease_token != lease_token or job.status != RUNNING:
             return None
-        if job.attempts >= job.max_attempts:
+        if count_attempt and job.attempts >= job.max_attempts:
             return self.finish_job(job_id, lease_token, error=error, now=now)
         with self._write() as connection:
             row = connection.execute(
@@ -546,6 +559,7 @@ class JobStore:
                     lease_expires_at=None,
                     run_after=now + delay_s,
                     error=_dumps(error),
+                    attempts=jobs.c.attempts - (0 if count_attempt else 1),
                 )
                 .returning(*jobs.c)
             ).one_or_none()

@@ -283,3 +283,23 @@ def test_delivery_lease_and_outcomes(store):
     latest = store.latest_delivery(job.id)
     assert (latest.status, latest.attempts, latest.last_status_code) == ("delivered", 2, 204)
     assert store.claim_deliveries(limit=5, lease_s=30, now=200) == []
+
+
+def test_a_full_model_queue_is_waited_out_without_using_attempts(store):
+    created = make_jobs(1)
+    store.create_jobs(created, max_attempts=1, now=0)
+    busy = {"code": "model_overloaded", "message": "the model is at capacity"}
+    for now in (1, 10, 20):
+        (job,) = store.claim_jobs("w1", limit=1, lease_s=10, now=now)
+        again = store.retry_job(
+            job.id, job.lease_token, delay_s=1, error=busy, count_attempt=False, now=now
+        )
+        assert again.status == "queued" and again.attempts == 0
+
+
+def test_idempotency_keys_expire_after_their_ttl(store):
+    assert store.reserve_key("acme", "old", "h", lock_s=30, now=0) is None
+    store.create_jobs(make_jobs(1), max_attempts=1, idempotency_key="old", now=0)
+    assert store.expire_keys(older_than_s=86400, now=1000) == 0
+    assert store.expire_keys(older_than_s=86400, now=90000) == 1
+    assert store.reserve_key("acme", "old", "other", lock_s=30, now=90001) is None
