@@ -16,6 +16,8 @@ from serve_app.config import AppConfig
 from serve_app.errors import ServiceError, ServiceUnavailableError
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
+from serve_app.security.guard import build_guard
+from serve_app.security.loopback import check_anonymous_bind
 from serve_app.storage import LocalStorage, UrlSigner
 from serve_app.storage.signing import secret_from_environment
 
@@ -62,6 +64,13 @@ class HandleModelBackend:
         return await _call(self.handle.health)
 
 
+def proxy_host() -> str | None:
+    """The host Serve's HTTP proxies bind (`http_options.host`)."""
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().http_config.host
+
+
 @serve.deployment(max_ongoing_requests=100)
 @serve.ingress()
 class Gateway:
@@ -81,9 +90,26 @@ class Gateway:
             storage=storage,
             signer=UrlSigner(secret, config.storage.url_ttl_s),
         )
+        if not config.auth.enabled:
+            # The bind host lives in the Serve config, not in our args: ask the controller.
+            host = proxy_host()
+            check_anonymous_bind(host)
+            logger.warning(
+                "API keys are OFF (auth.enabled: false): anonymous requests are served on "
+                "loopback only; the HTTP proxy binds %s",
+                host,
+            )
+        self.guard = build_guard(config)
+        logger.info(
+            "API keys %s; rate limits %s",
+            "on" if config.auth.enabled else "off",
+            ("shared via Redis" if config.rate_limits.redis_url else "in this replica only")
+            if config.rate_limits.enabled
+            else "off",
+        )
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, replica_counts=self.replica_counts)
+        return create_app(self.service, self.guard, replica_counts=self.replica_counts)
 
     async def replica_counts(self) -> dict[str, Any]:
         """Running replicas per deployment, as the Serve controller reports them."""

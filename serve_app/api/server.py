@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api.errors import error_response, install_error_handlers
 from serve_app.api.image_inputs import ImageSource
@@ -23,8 +25,12 @@ from serve_app.api.protocol import (
     ModelList,
 )
 from serve_app.api.serving import GatewayService
-from serve_app.config import GatewayConfig
+from serve_app.api.tenancy import authorize_model, may_use_model
+from serve_app.config import CorsConfig, GatewayConfig
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from serve_app.security.guard import Guard
+from serve_app.security.middleware import DeadlineMiddleware, SecurityMiddleware
+from serve_app.security.scopes import route_path
 
 # Enough for the largest multi-image model plus a mask, and every OpenAI form field.
 MAX_FORM_FILES = 8
@@ -40,6 +46,25 @@ def body_limit(config: GatewayConfig, path: str) -> int:
     return config.max_upload_bytes if path in UPLOAD_ROUTES else config.max_request_bytes
 
 
+# What browsers may read from answers: limits, retry hints and the request id.
+CORS_EXPOSED_HEADERS = ["Retry-After", "RateLimit", "RateLimit-Policy", "x-request-id"]
+
+
+def add_cors(app: FastAPI, cors: CorsConfig) -> None:
+    """Outermost, so preflights are answered before any key is asked for."""
+    if not cors.allow_origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=cors.allow_origins,
+        allow_credentials=cors.allow_credentials,
+        allow_methods=cors.allow_methods,
+        allow_headers=cors.allow_headers,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        max_age=cors.max_age_s,
+    )
+
+
 class BodyLimitMiddleware:
     """Counts body bytes as they arrive, for bodies sent without a Content-Length."""
 
@@ -50,7 +75,7 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        max_bytes = body_limit(self.config, scope["path"])
+        max_bytes = body_limit(self.config, route_path(scope))
         received = 0
 
         async def limited_receive():
@@ -121,7 +146,9 @@ async def read_edit_form(
 
 
 def create_app(
-    service: GatewayService, replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    service: GatewayService,
+    guard: Guard,
+    replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Image serving API",
@@ -132,14 +159,13 @@ def create_app(
     install_error_handlers(app)
     gateway_config = service.config.gateway
 
-    @app.middleware("http")
     async def request_context(request: Request, call_next):
         given = request.headers.get("x-request-id", "")
         request.state.request_id = (
             given if REQUEST_ID.fullmatch(given) else ("req_" + secrets.token_hex(12))
         )
         declared = request.headers.get("content-length")
-        max_body = body_limit(gateway_config, request.url.path)
+        max_body = body_limit(gateway_config, route_path(request.scope))
         if declared is not None and (not declared.isdigit() or int(declared) > max_body):
             response = error_response(
                 request, 413, f"request body over {max_body} bytes", code="body_too_large"
@@ -157,6 +183,7 @@ def create_app(
         tags=["images"],
     )
     async def create_image(request: Request, body: ImageGenerationRequest) -> JSONResponse:
+        authorize_model(request, service.resolve_model(body.model, task="text-to-image").name)
         response, result = await service.generate_images(body, str(request.base_url))
         return JSONResponse(
             response.model_dump(exclude_none=True),
@@ -184,6 +211,7 @@ def create_app(
             raise UnsupportedMediaTypeError(
                 "send multipart/form-data or application/json", code="unsupported_media_type"
             )
+        authorize_model(request, service.resolve_model(body.model, task="image-edit").name)
         response, result = await service.edit_images(body, uploads, mask, str(request.base_url))
         return JSONResponse(
             response.model_dump(exclude_none=True),
@@ -191,14 +219,17 @@ def create_app(
         )
 
     @app.get("/v1/models", response_model=ModelList, tags=["catalog"])
-    async def list_models() -> ModelList:
-        return service.list_models()
+    async def list_models(request: Request) -> ModelList:
+        # A key limited to some models sees only those.
+        listing = service.list_models()
+        return ModelList(data=[c for c in listing.data if may_use_model(request, c.id)])
 
     @app.get("/v1/models/{model_id}", tags=["catalog"], responses=ERROR_RESPONSES)
-    async def get_model(model_id: str):
+    async def get_model(request: Request, model_id: str):
         card = next((c for c in service.list_models().data if c.id == model_id), None)
         if card is None:
             service.resolve_model(model_id)  # raises model_not_found
+        authorize_model(request, model_id)
         return card
 
     @app.get("/v1/templates", tags=["catalog"])
@@ -243,5 +274,10 @@ def create_app(
             },
         )
 
+    # Innermost first: each add wraps the ones before it.
     app.add_middleware(BodyLimitMiddleware, config=gateway_config)
+    app.add_middleware(SecurityMiddleware, guard=guard, gateway=gateway_config)
+    app.add_middleware(DeadlineMiddleware, gateway=gateway_config)
+    app.add_middleware(BaseHTTPMiddleware, dispatch=request_context)
+    add_cors(app, service.config.cors)
     return app
