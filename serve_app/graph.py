@@ -20,7 +20,9 @@ from deployments.prompt_templater import PromptTemplater
 from serve_app.config import AppConfig
 
 
-def build_app(args: dict[str, Any]) -> Application:
+def build_app(args: dict[str, Any], gateway_options: dict[str, Any] | None = None) -> Application:
+    """`gateway_options` (Deployment.options for the Gateway) serve in-process deploys such
+    as tests; a Serve config sets the same through its `deployments:` section."""
     # Validation happens here, before any replica starts or any model loads.
     config = AppConfig.model_validate(args)
     tiny_cache = str(config.resolve_path(config.tiny_model_cache))
@@ -33,4 +35,5 @@ def build_app(args: dict[str, Any]) -> Application:
         ).bind(model, tiny_cache)
         for model in config.models
     }
-    return Gateway.bind(config, templater, models)
+    gateway = Gateway.options(**gateway_options) if gateway_options else Gateway
+    return gateway.bind(config, templater, models)
