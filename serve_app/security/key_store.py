@@ -99,7 +99,11 @@ class KeyStore:
     def __init__(self, engine: Engine, hasher: KeyHasher):
         self.engine = engine
         self.hasher = hasher
-        metadata.create_all(engine)
+        try:
+            metadata.create_all(engine)
+        except sa.exc.DBAPIError:
+            # Replicas starting together race to create the tables; the loser finds them.
+            metadata.create_all(engine)
 
     @classmethod
     def open(cls, url: str, hasher: KeyHasher) -> KeyStore:

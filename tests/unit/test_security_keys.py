@@ -135,3 +135,19 @@ def test_tenant_overrides_and_route_timeouts():
     assert gateway.timeout_for("/v1/models/x") == 5
     assert gateway.timeout_for("/v1/images/generations") == 30
     assert gateway.timeout_for("/files/a.png") == 60
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "production.yaml"])
+def test_the_gateway_deadline_fires_before_the_proxy_timeout(name):
+    """So that a slow request ends as a 504 in the envelope, not as the proxy's bare 408."""
+    from pathlib import Path
+
+    import yaml
+
+    from serve_app.config import AppConfig
+
+    serve_config = yaml.safe_load((Path(__file__).parents[2] / "configs" / name).read_text())
+    gateway = AppConfig.model_validate(serve_config["applications"][0]["args"]).gateway
+    longest = max([gateway.request_timeout_s, *gateway.route_timeouts_s.values()])
+    assert longest < serve_config["http_options"]["request_timeout_s"]
+    assert gateway.model_timeout_s < gateway.request_timeout_s
