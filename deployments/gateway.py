@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ray import serve
@@ -19,6 +20,17 @@ from serve_app.observability.ray_adapter import (
     serve_logger,
 )
 from serve_app.ray_adapter import gateway_service
+from serve_app.security.guard import build_guard
+from serve_app.security.loopback import check_anonymous_bind
+
+logger = logging.getLogger(__name__)
+
+
+def proxy_host() -> str | None:
+    """The host Serve's HTTP proxies bind (`http_options.host`)."""
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().http_config.host
 
 
 @serve.deployment(max_ongoing_requests=100)
@@ -47,10 +59,28 @@ class Gateway:
             if observability.access_log
             else None
         )
+        if not config.auth.enabled:
+            # The bind host lives in the Serve config, not in our args: ask the controller.
+            host = proxy_host()
+            check_anonymous_bind(host)
+            logger.warning(
+                "API keys are OFF (auth.enabled: false): anonymous requests are served on "
+                "loopback only; the HTTP proxy binds %s",
+                host,
+            )
+        self.guard = build_guard(config)
+        logger.info(
+            "API keys %s; rate limits %s",
+            "on" if config.auth.enabled else "off",
+            ("shared via Redis" if config.rate_limits.redis_url else "in this replica only")
+            if config.rate_limits.enabled
+            else "off",
+        )
 
     def __serve_build_asgi_app__(self):
         return create_app(
             self.service,
+            self.guard,
             replica_counts=self.replica_counts,
             jobs=self.jobs,
             access_log=self.access_log,

@@ -197,6 +197,128 @@ class GatewayConfig(StrictModel):
     max_upload_bytes: int = Field(64 << 20, ge=1024)
     # How long the Gateway waits for a model before answering 503.
     model_timeout_s: float = Field(600, gt=0)
+    # The whole request inside the Gateway (auth, limits, model, encoding) before a 504.
+    # Keep it below Serve's `http_options.request_timeout_s`, whose 408 has no envelope.
+    request_timeout_s: float = Field(660, gt=0)
+    # Per route prefix ("/v1/models": 10): the longest matching prefix wins.
+    route_timeouts_s: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("route_timeouts_s")
+    @classmethod
+    def _positive_prefixes(cls, value: dict[str, float]) -> dict[str, float]:
+        for prefix, seconds in value.items():
+            if not prefix.startswith("/") or seconds <= 0:
+                raise ValueError(f"{prefix!r}: a path prefix starting with '/' and seconds > 0")
+        return value
+
+    def timeout_for(self, path: str) -> float:
+        matches = [
+            p for p in self.route_timeouts_s if path == p or path.startswith(p.rstrip("/") + "/")
+        ]
+        return self.route_timeouts_s[max(matches, key=len)] if matches else self.request_timeout_s
+
+
+KEY_DATABASE_SCHEMES = ("sqlite:///", "postgresql+psycopg://")
+
+
+class AuthConfig(StrictModel):
+    """API keys. The key pepper (HMAC secret) comes only from the environment variable
+    named here, never from this file."""
+
+    enabled: bool = True
+    # With keys off, only requests that reach the proxy on a loopback address are
+    # served, and the Gateway refuses to start when the proxy binds anything else.
+    allow_anonymous_on_loopback: bool = False
+    # SQLite for one machine; PostgreSQL (postgresql+psycopg://...) for several nodes.
+    database_url: str = "sqlite:///./data/keys.db"
+    pepper_env: str = Field("IMAGE_SERVICE_KEY_PEPPER", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    # How long a replica trusts a key it has checked: revocation takes this long at most.
+    cache_ttl_s: float = Field(5.0, ge=0, le=300)
+    # `last_used_at` is written at most this often per key and replica.
+    last_used_every_s: float = Field(60.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(KEY_DATABASE_SCHEMES):
+            raise ValueError(f"database_url must start with one of {KEY_DATABASE_SCHEMES}")
+        return value
+
+    @model_validator(mode="after")
+    def _anonymous_is_explicit(self) -> AuthConfig:
+        if not self.enabled and not self.allow_anonymous_on_loopback:
+            raise ValueError(
+                "enabled: false needs allow_anonymous_on_loopback: true "
+                "(anonymous access is only ever served on 127.0.0.1/localhost)"
+            )
+        return self
+
+
+class TenantLimits(StrictModel):
+    requests_per_minute: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class RateLimitConfig(StrictModel):
+    """Per-tenant quotas, shared by every Gateway replica through Redis when set."""
+
+    enabled: bool = True
+    # redis://host:port/db; unset: counted in each replica's memory (one replica only).
+    redis_url: str | None = None
+    requests_per_minute: int = Field(600, ge=1)
+    # In-flight requests per tenant; a slot expires on its own after the route's timeout,
+    # so a crashed replica's slots free themselves.
+    max_concurrent: int = Field(32, ge=1)
+    # Optional second bucket per API key, inside the tenant's.
+    per_key_requests_per_minute: int | None = Field(None, ge=1)
+    tenants: dict[str, TenantLimits] = Field(default_factory=dict)
+    # Redis unreachable: "allow" serves unlimited (availability first), "deny" answers 503.
+    on_backend_error: Literal["allow", "deny"] = "allow"
+    redis_timeout_s: float = Field(0.5, gt=0, le=10)
+    key_prefix: str = Field("image-service:limits", min_length=1)
+
+    def limits_for(self, tenant: str) -> tuple[int, int]:
+        """(requests per minute, max concurrent) for this tenant."""
+        override = self.tenants.get(tenant, TenantLimits())
+        return (
+            override.requests_per_minute or self.requests_per_minute,
+            override.max_concurrent or self.max_concurrent,
+        )
+
+
+ORIGIN_PATTERN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+
+
+class CorsConfig(StrictModel):
+    """Browsers' cross-origin access: exact origins only; none by default."""
+
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_credentials: bool = False
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "DELETE"])
+    allow_headers: list[str] = Field(
+        default_factory=lambda: [
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "idempotency-key",
+            "x-request-id",
+        ]
+    )
+    max_age_s: int = Field(600, ge=0, le=86400)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not ORIGIN_PATTERN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return origins
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> CorsConfig:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("allow_origins '*' cannot be combined with allow_credentials")
+        return self
 
 
 class FetchConfig(StrictModel):
@@ -291,6 +413,9 @@ class AppConfig(StrictModel):
     images: ImageInputConfig = ImageInputConfig()
     jobs: JobsConfig = JobsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    auth: AuthConfig = AuthConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    cors: CorsConfig = CorsConfig()
 
     @field_validator("models")
     @classmethod

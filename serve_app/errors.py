@@ -97,3 +97,10 @@ class RateLimitError(ServiceError):
     status_code = 429
     error_type = "rate_limit_error"
     retry_after_s = 1
+
+
+class GatewayTimeoutError(ServiceError):
+    """504: the Gateway's own deadline for a request passed."""
+
+    status_code = 504
+    error_type = "timeout_error"

@@ -22,7 +22,9 @@ from deployments.prompt_templater import PromptTemplater
 from serve_app.config import AppConfig
 
 
-def build_app(args: dict[str, Any]) -> Application:
+def build_app(args: dict[str, Any], gateway_options: dict[str, Any] | None = None) -> Application:
+    """`gateway_options` (Deployment.options for the Gateway) serve in-process deploys such
+    as tests; a Serve config sets the same through its `deployments:` section."""
     # Validation happens here, before any replica starts or any model loads.
     config = AppConfig.model_validate(args)
     config = config.with_absolute_store_path()
@@ -38,4 +40,5 @@ def build_app(args: dict[str, Any]) -> Application:
     }
     # Passed to the Gateway only so that Serve deploys it: it runs on its own.
     job_runner = JobRunner.bind(config, templater, models)
-    return Gateway.bind(config, templater, models, job_runner)
+    gateway = Gateway.options(**gateway_options) if gateway_options else Gateway
+    return gateway.bind(config, templater, models, job_runner)

@@ -29,6 +29,7 @@ HTTP_ERROR_TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable_error",
+    504: "timeout_error",
 }
 
 
@@ -85,10 +86,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     )
 
 
-async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-    headers = None
+def service_error_response(
+    request: Request, exc: ServiceError, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The envelope for a ServiceError; 429 and 503 always say when to retry."""
+    headers = dict(headers or {})
     if exc.status_code in (429, 503):
-        headers = {"Retry-After": str(getattr(exc, "retry_after_s", 1))}
+        headers.setdefault("Retry-After", str(getattr(exc, "retry_after_s", 1)))
     return error_response(
         request,
         exc.status_code,
@@ -96,8 +100,12 @@ async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         error_type=exc.error_type,
         code=exc.code,
         param=exc.param,
-        headers=headers,
+        headers=headers or None,
     )
+
+
+async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    return service_error_response(request, exc)
 
 
 def _service_error_cause(exc: BaseException) -> ServiceError | None:

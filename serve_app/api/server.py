@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api.errors import error_response, install_error_handlers
 from serve_app.api.image_inputs import ImageSource
@@ -24,11 +26,15 @@ from serve_app.api.protocol import (
     ModelList,
 )
 from serve_app.api.serving import GatewayService
-from serve_app.config import GatewayConfig
+from serve_app.api.tenancy import authorize_model, may_use_model
+from serve_app.config import CorsConfig, GatewayConfig
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from serve_app.jobs.service import JobService
 from serve_app.observability.access_log import AccessLog, note_request, note_result
 from serve_app.observability.http import install_request_observer, request_notes
+from serve_app.security.guard import Guard
+from serve_app.security.middleware import DeadlineMiddleware, SecurityMiddleware
+from serve_app.security.scopes import route_path
 from serve_app.storage import LocalStorage
 from serve_app.storage.keys import content_type
 
@@ -46,6 +52,25 @@ def body_limit(config: GatewayConfig, path: str) -> int:
     return config.max_upload_bytes if path in UPLOAD_ROUTES else config.max_request_bytes
 
 
+# What browsers may read from answers: limits, retry hints and the request id.
+CORS_EXPOSED_HEADERS = ["Retry-After", "RateLimit", "RateLimit-Policy", "x-request-id"]
+
+
+def add_cors(app: FastAPI, cors: CorsConfig) -> None:
+    """Outermost, so preflights are answered before any key is asked for."""
+    if not cors.allow_origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=cors.allow_origins,
+        allow_credentials=cors.allow_credentials,
+        allow_methods=cors.allow_methods,
+        allow_headers=cors.allow_headers,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        max_age=cors.max_age_s,
+    )
+
+
 class BodyLimitMiddleware:
     """Counts body bytes as they arrive, for bodies sent without a Content-Length."""
 
@@ -56,7 +81,7 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        max_bytes = body_limit(self.config, scope["path"])
+        max_bytes = body_limit(self.config, route_path(scope))
         received = 0
 
         async def limited_receive():
@@ -128,6 +153,7 @@ async def read_edit_form(
 
 def create_app(
     service: GatewayService,
+    guard: Guard,
     replica_counts: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     jobs: JobService | None = None,
     access_log: AccessLog | None = None,
@@ -141,14 +167,13 @@ def create_app(
     install_error_handlers(app)
     gateway_config = service.config.gateway
 
-    @app.middleware("http")
     async def request_context(request: Request, call_next):
         given = request.headers.get("x-request-id", "")
         request.state.request_id = (
             given if REQUEST_ID.fullmatch(given) else ("req_" + secrets.token_hex(12))
         )
         declared = request.headers.get("content-length")
-        max_body = body_limit(gateway_config, request.url.path)
+        max_body = body_limit(gateway_config, route_path(request.scope))
         if declared is not None and (not declared.isdigit() or int(declared) > max_body):
             response = error_response(
                 request, 413, f"request body over {max_body} bytes", code="body_too_large"
@@ -159,9 +184,6 @@ def create_app(
             response.headers["x-request-id"] = request.state.request_id
         return response
 
-    # Added after request_context, so it wraps it and sees the request id and final status.
-    install_request_observer(app, access_log, service.metrics)
-
     @app.post(
         "/v1/images/generations",
         response_model=ImagesResponse,
@@ -171,6 +193,7 @@ def create_app(
     async def create_image(request: Request, body: ImageGenerationRequest) -> JSONResponse:
         notes = request_notes(request)
         note_request(notes, model=body.model, prompt=body.prompt)
+        authorize_model(request, service.resolve_model(body.model, task="text-to-image").name)
         response, result = await service.generate_images(body, str(request.base_url))
         note_result(notes, response.model, result)
         return JSONResponse(
@@ -201,6 +224,7 @@ def create_app(
             )
         notes = request_notes(request)
         note_request(notes, model=body.model, prompt=body.prompt)
+        authorize_model(request, service.resolve_model(body.model, task="image-edit").name)
         response, result = await service.edit_images(body, uploads, mask, str(request.base_url))
         note_result(notes, response.model, result)
         return JSONResponse(
@@ -209,14 +233,17 @@ def create_app(
         )
 
     @app.get("/v1/models", response_model=ModelList, tags=["catalog"])
-    async def list_models() -> ModelList:
-        return service.list_models()
+    async def list_models(request: Request) -> ModelList:
+        # A key limited to some models sees only those.
+        listing = service.list_models()
+        return ModelList(data=[c for c in listing.data if may_use_model(request, c.id)])
 
     @app.get("/v1/models/{model_id}", tags=["catalog"], responses=ERROR_RESPONSES)
-    async def get_model(model_id: str):
+    async def get_model(request: Request, model_id: str):
         card = next((c for c in service.list_models().data if c.id == model_id), None)
         if card is None:
             service.resolve_model(model_id)  # raises model_not_found
+        authorize_model(request, model_id)
         return card
 
     @app.get("/v1/templates", tags=["catalog"])
@@ -265,5 +292,13 @@ def create_app(
 
     if jobs is not None:
         add_job_routes(app, jobs)
+    # Innermost first: each add wraps the ones before it.
     app.add_middleware(BodyLimitMiddleware, config=gateway_config)
+    app.add_middleware(SecurityMiddleware, guard=guard, gateway=gateway_config)
+    app.add_middleware(DeadlineMiddleware, gateway=gateway_config)
+    # Around the key check and deadlines, so 401/403/429/504 are logged and counted too;
+    # inside request_context, so it sees the request id.
+    install_request_observer(app, access_log, service.metrics)
+    app.add_middleware(BaseHTTPMiddleware, dispatch=request_context)
+    add_cors(app, service.config.cors)
     return app

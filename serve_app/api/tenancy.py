@@ -20,10 +20,14 @@ def tenant_of(request: Request) -> str:
     return principal.tenant if principal is not None else DEFAULT_TENANT
 
 
+def may_use_model(request: Request, model_name: str) -> bool:
+    principal = getattr(request.state, "principal", None)
+    return principal is None or principal.allows_model(model_name)
+
+
 def authorize_model(request: Request, model_name: str) -> None:
     """403 unless the caller's key may use this model."""
-    principal = getattr(request.state, "principal", None)
-    if principal is not None and not principal.allows_model(model_name):
+    if not may_use_model(request, model_name):
         raise PermissionDeniedError(
             f"this API key may not use model {model_name!r}",
             code="model_not_allowed",

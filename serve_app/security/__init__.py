@@ -1,1 +1,2 @@
-"""Security helpers that the Gateway uses: the SSRF guard and the safe URL fetcher."""
+"""Security: API keys and scopes, tenant quotas, request deadlines, the SSRF guard and the
+safe URL fetcher."""

@@ -9,10 +9,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
-from fastapi import Request
 from fastapi.testclient import TestClient
 from ray._common.formatters import JSONFormatter  # Serve's formatter for encoding: JSON
 
@@ -34,12 +34,16 @@ from serve_app.observability.metrics import (
     ServiceMetrics,
 )
 from serve_app.prompts import PromptCatalog, catalog_listing
+from serve_app.security.guard import build_guard
+from serve_app.security.key_store import KeyStore
+from serve_app.security.keys import KeyHasher, pepper_from_environment
+from serve_app.security.scopes import SCOPES
 from serve_app.storage import LocalStorage
 from tests.unit.test_engine import tiny_sd
 
 REPO = Path(__file__).resolve().parents[2]
+PEPPER_ENV = "OBSERVABILITY_TEST_KEY_PEPPER"
 EXTRA_KEY = "ray_serve_extra_fields"  # Serve flattens this key into JSON log lines
-SECRET_KEY = "sk-unit-secret-abcdef0123456789"
 
 
 class LocalPrompts:
@@ -78,6 +82,11 @@ def config(tmp_path_factory) -> AppConfig:
             "templates_path": str(REPO / "configs/templates.yaml"),
             "tiny_model_cache": str(root / "tiny"),
             "storage": {"root": str(root / "images")},
+            "auth": {
+                "enabled": True,
+                "database_url": f"sqlite:///{root / 'keys.db'}",
+                "pepper_env": PEPPER_ENV,
+            },
         }
     )
 
@@ -101,6 +110,11 @@ def log_stream() -> io.StringIO:
 
 @pytest.fixture(scope="module")
 def http(config, sink, engine, log_stream):
+    # Real keys: one for the default tenant that every test sends, one for acme.
+    os.environ[PEPPER_ENV] = "observability-unit-test-pepper"
+    keys = KeyStore.open(config.auth.database_url, KeyHasher(pepper_from_environment(PEPPER_ENV)))
+    default_key = keys.create_key("default", "tests", SCOPES).key
+    acme_key = keys.create_key("acme", "tests", SCOPES).key
     logger = logging.getLogger("test.observability.access")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -117,20 +131,17 @@ def http(config, sink, engine, log_stream):
         storage=storage,
         metrics=ServiceMetrics(sink),
     )
-    app = create_app(service, access_log=AccessLog(logger, extra_key=EXTRA_KEY))
+    app = create_app(
+        service, build_guard(config), access_log=AccessLog(logger, extra_key=EXTRA_KEY)
+    )
 
-    @app.middleware("http")
-    async def tenant_from_header(request: Request, call_next):
-        # Stands in for the API-key middleware: it sets a principal with a tenant.
-        if request.headers.get("x-test-tenant"):
-            request.state.principal = type(
-                "Principal", (), {"tenant": request.headers["x-test-tenant"]}
-            )()
-        return await call_next(request)
-
-    with TestClient(app) as client:
+    headers = {"Authorization": f"Bearer {default_key}"}
+    with TestClient(app, headers=headers) as client:
+        client.acme_key = acme_key
+        client.default_key = default_key
         yield client
     logger.removeHandler(handler)
+    del os.environ[PEPPER_ENV]
 
 
 def access_lines(stream: io.StringIO, request_id: str) -> list[tuple[str, dict]]:
@@ -171,7 +182,7 @@ def test_access_line_is_one_json_object_without_secrets(http, log_stream, sink):
     prompt = "a ceramic mug on an oak desk, morning light, " * 5
     response = http.post(
         "/v1/images/generations",
-        headers={"Authorization": f"Bearer {SECRET_KEY}", "x-request-id": "unit-gen-1"},
+        headers={"Authorization": f"Bearer {http.default_key}", "x-request-id": "unit-gen-1"},
         json={"model": "sd-unit", "prompt": prompt, "n": 2, "size": "64x64", "seed": 9},
     )
     assert response.status_code == 200, response.text
@@ -192,7 +203,7 @@ def test_access_line_is_one_json_object_without_secrets(http, log_stream, sink):
     assert entry["prompt"] == prompt[:80] + "…"
     assert entry["error_code"] is None
     assert entry["message"].startswith("POST /v1/images/generations 200")
-    assert SECRET_KEY not in line and "authorization" not in line.lower()
+    assert http.default_key not in line and "authorization" not in line.lower()
     assert response.json()["data"][0]["b64_json"][:40] not in line
     # The Gateway's own stages were timed too.
     for stage in ("template", "store"):
@@ -228,7 +239,8 @@ def test_route_templates_not_ids_label_the_errors(http, sink):
 
 def test_tenant_comes_from_the_principal(http, log_stream):
     response = http.get(
-        "/v1/models", headers={"x-request-id": "unit-ten-1", "x-test-tenant": "acme"}
+        "/v1/models",
+        headers={"x-request-id": "unit-ten-1", "Authorization": f"Bearer {http.acme_key}"},
     )
     assert response.status_code == 200
     [(_, entry)] = access_lines(log_stream, "unit-ten-1")

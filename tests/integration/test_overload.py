@@ -1,0 +1,66 @@
+"""Serve's own queue bound: a deployment whose `max_queued_requests` is full answers the
+caller with 503 + Retry-After in the error envelope, through the Gateway's handle adapter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.integration.helpers import assert_error
+
+pytestmark = pytest.mark.integration
+
+CALLS = 8
+
+
+@pytest.fixture(scope="module")
+def overload_url(base_url):
+    from fastapi import FastAPI
+    from ray import serve
+
+    from deployments.gateway import HandleModelBackend
+    from serve_app.api.errors import install_error_handlers
+
+    # Defined here so Ray ships them by value to the replicas.
+    @serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+    class Slow:
+        async def run(self, seconds: float) -> str:
+            await asyncio.sleep(seconds)
+            return "done"
+
+        async def health(self) -> dict:
+            return {}
+
+    front_app = FastAPI()
+    install_error_handlers(front_app)
+
+    @serve.deployment(max_ongoing_requests=CALLS)
+    @serve.ingress(front_app)
+    class Front:
+        def __init__(self, slow):
+            self.backend = HandleModelBackend(slow)
+
+        @front_app.get("/work")
+        async def work(self) -> dict:
+            return {"result": await self.backend.run(1.0)}
+
+    serve.run(Front.bind(Slow.bind()), name="overload", route_prefix="/overload")
+    yield f"{base_url}/overload"
+    serve.delete("overload")
+
+
+def test_a_full_queue_answers_503_with_retry_after_in_the_envelope(overload_url):
+    async def flood() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.get(f"{overload_url}/work") for _ in range(CALLS)))
+
+    answers = asyncio.run(flood())
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    # One runs, one waits in the queue; the rest find it full.
+    assert 1 <= statuses.count(200) < CALLS
+    for refused in (a for a in answers if a.status_code == 503):
+        assert_error(refused, 503, code="model_overloaded")
+        assert refused.headers["retry-after"] == "1"
