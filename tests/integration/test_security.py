@@ -31,7 +31,8 @@ def secure(base_url, app_args, tmp_path_factory):
     """(URL of the secure app, its key store, issued keys by role, Redis key prefix)."""
     from ray import serve
 
-    from serve_app.graph import build_app
+    from serve_app.config import AppConfig
+    from serve_app.graph import compose
 
     root = tmp_path_factory.mktemp("secure")
     args = integration_app_args(root)
@@ -63,7 +64,9 @@ def secure(base_url, app_args, tmp_path_factory):
             },
         }
         serve.run(
-            build_app(args, gateway_options=gateway_options), name="secure", route_prefix="/secure"
+            compose(AppConfig.model_validate(args), gateway_options),
+            name="secure",
+            route_prefix="/secure",
         )
         url = f"{base_url}/secure"
         assert httpx.get(f"{url}/v1/health", timeout=60).status_code == 200
