@@ -22,11 +22,15 @@ from deployments.prompt_templater import PromptTemplater
 from serve_app.config import AppConfig
 
 
-def build_app(args: dict[str, Any], gateway_options: dict[str, Any] | None = None) -> Application:
+def build_app(args: dict[str, Any]) -> Application:
+    """The Serve config's builder: it must take exactly one argument, the args dict."""
+    # Validation happens here, before any replica starts or any model loads.
+    return compose(AppConfig.model_validate(args))
+
+
+def compose(config: AppConfig, gateway_options: dict[str, Any] | None = None) -> Application:
     """`gateway_options` (Deployment.options for the Gateway) serve in-process deploys such
     as tests; a Serve config sets the same through its `deployments:` section."""
-    # Validation happens here, before any replica starts or any model loads.
-    config = AppConfig.model_validate(args)
     config = config.with_absolute_store_path()
     tiny_cache = str(config.resolve_path(config.tiny_model_cache))
     templater = PromptTemplater.bind(str(config.resolve_path(config.templates_path)))

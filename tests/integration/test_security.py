@@ -31,7 +31,8 @@ def secure(base_url, app_args, tmp_path_factory):
     """(URL of the secure app, its key store, issued keys by role, Redis key prefix)."""
     from ray import serve
 
-    from serve_app.graph import build_app
+    from serve_app.config import AppConfig
+    from serve_app.graph import compose
 
     root = tmp_path_factory.mktemp("secure")
     args = integration_app_args(root)
@@ -45,6 +46,8 @@ def secure(base_url, app_args, tmp_path_factory):
         "edit-only": store.create_key("acme", "editor", ["edit"]),
         "z-image-only": store.create_key("acme", "z", ["generate"], ["z-image-tiny"]),
         "burst": store.create_key("burst", "load", ["generate"]),
+        "globex-jobs": store.create_key("globex", "crm", ["jobs"]),
+        "acme-jobs-z-only": store.create_key("acme", "z jobs", ["jobs"], ["z-image-tiny"]),
     }
     with fresh_redis_prefix() as prefix:
         args["rate_limits"] = {
@@ -63,7 +66,9 @@ def secure(base_url, app_args, tmp_path_factory):
             },
         }
         serve.run(
-            build_app(args, gateway_options=gateway_options), name="secure", route_prefix="/secure"
+            compose(AppConfig.model_validate(args), gateway_options),
+            name="secure",
+            route_prefix="/secure",
         )
         url = f"{base_url}/secure"
         assert httpx.get(f"{url}/v1/health", timeout=60).status_code == 200
@@ -86,8 +91,11 @@ GENERATION = {"model": "sd-tiny", "prompt": "a mug", "size": "64x64", "steps": 2
         ("POST", "/v1/images/edits"),
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
         ("GET", "/v1/jobs/job_1"),
+        ("DELETE", "/v1/jobs/job_1"),
         ("POST", "/v1/batches"),
+        ("GET", "/v1/batches/batch_1"),
         ("GET", "/v1/admin/keys"),
         ("GET", "/v1/models"),
         ("GET", "/v1/templates"),
@@ -107,7 +115,11 @@ def test_no_key_is_401_on_every_protected_route(secure, method, path):
         ("POST", "/v1/images/generations", "edit-only"),
         ("POST", "/v1/chat/completions", "edit-only"),
         ("POST", "/v1/jobs", "edit-only"),
+        ("GET", "/v1/jobs", "edit-only"),
+        ("GET", "/v1/jobs/job_1", "edit-only"),
+        ("DELETE", "/v1/jobs/job_1", "edit-only"),
         ("POST", "/v1/batches", "edit-only"),
+        ("GET", "/v1/batches/batch_1", "edit-only"),
         ("GET", "/v1/admin/keys", "full"),
     ],
 )
@@ -200,3 +212,42 @@ def test_a_burst_across_two_gateway_replicas_admits_about_the_limit(secure):
     shared = redis.Redis.from_url(REDIS_URL)
     assert shared.exists(f"{prefix}:{{burst}}:rate")
     shared.close()
+
+
+def test_jobs_belong_to_their_tenant(secure):
+    url, _, keys, _ = secure
+    job_body = {"type": "image_generation", "request": GENERATION}
+    made = httpx.post(f"{url}/v1/jobs", json=job_body, headers=bearer(keys["full"]), timeout=30)
+    assert made.status_code == 202, made.text
+    job_id = made.json()["id"]
+    batch = httpx.post(
+        f"{url}/v1/batches", json={"jobs": [job_body]}, headers=bearer(keys["full"]), timeout=30
+    ).json()
+
+    other = bearer(keys["globex-jobs"])
+    for method, path in [
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("DELETE", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/batches/{batch['id']}"),
+    ]:
+        response = httpx.request(method, f"{url}{path}", headers=other, timeout=30)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "not_found" in response.json()["error"]["code"]
+    listed = httpx.get(f"{url}/v1/jobs", headers=other, timeout=30).json()["data"]
+    assert job_id not in [job["id"] for job in listed]
+    # The same Idempotency-Key in another tenant is another key.
+    for key in ("full", "globex-jobs"):
+        response = httpx.post(
+            f"{url}/v1/jobs",
+            json=job_body,
+            headers={**bearer(keys[key]), "Idempotency-Key": "shared-key"},
+            timeout=30,
+        )
+        assert response.status_code == 202
+    owner = httpx.get(f"{url}/v1/jobs/{job_id}", headers=bearer(keys["full"]), timeout=30)
+    assert owner.status_code == 200 and owner.json()["id"] == job_id
+
+    refused = httpx.post(
+        f"{url}/v1/jobs", json=job_body, headers=bearer(keys["acme-jobs-z-only"]), timeout=30
+    )
+    assert_error(refused, 403, code="model_not_allowed", param="model")
