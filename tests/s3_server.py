@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -95,7 +96,15 @@ class S3Server:
         self.process = None
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """A test run killed before its teardown must not leave this server behind."""
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(0)
+
+
 def main() -> None:
+    parent_pid = os.getppid()  # before the slow imports, which a parent may not outlive
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -106,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     port = parser.parse_args().port
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     app = PresignedExpiry(DomainDispatcherApplication(create_backend_app))
     make_server(
         "127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler
