@@ -89,10 +89,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 def service_error_response(
     request: Request, exc: ServiceError, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """The envelope for a ServiceError; 429 and 503 always say when to retry."""
+    """The envelope for a ServiceError; 429 and 503 always say when to retry, and so does
+    any other error that sets `retry_after_s` (409 for an Idempotency-Key in use)."""
     headers = dict(headers or {})
-    if exc.status_code in (429, 503):
-        headers.setdefault("Retry-After", str(getattr(exc, "retry_after_s", 1)))
+    retry_after = getattr(exc, "retry_after_s", None)
+    if exc.status_code in (429, 503) or retry_after is not None:
+        headers.setdefault("Retry-After", str(retry_after or 1))
     return error_response(
         request,
         exc.status_code,

@@ -20,7 +20,7 @@ def overload_url(base_url):
     from fastapi import FastAPI
     from ray import serve
 
-    from deployments.gateway import HandleModelBackend
+    from serve_app.ray_adapter import HandleModelBackend
     from serve_app.api.errors import install_error_handlers
 
     # Defined here so Ray ships them by value to the replicas.

@@ -33,28 +33,18 @@ from serve_app.observability.metrics import (
     InMemorySink,
     ServiceMetrics,
 )
-from serve_app.prompts import PromptCatalog, catalog_listing
+from serve_app.prompts import PromptCatalog
 from serve_app.security.guard import build_guard
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher, pepper_from_environment
 from serve_app.security.scopes import SCOPES
 from serve_app.storage import LocalStorage
+from tests.inprocess import CatalogPrompts
 from tests.unit.test_engine import tiny_sd
 
 REPO = Path(__file__).resolve().parents[2]
 PEPPER_ENV = "OBSERVABILITY_TEST_KEY_PEPPER"
 EXTRA_KEY = "ray_serve_extra_fields"  # Serve flattens this key into JSON log lines
-
-
-class LocalPrompts:
-    def __init__(self, catalog: PromptCatalog):
-        self.catalog = catalog
-
-    async def render(self, request):
-        return self.catalog.render(request)
-
-    async def listing(self):
-        return catalog_listing(self.catalog)
 
 
 class LocalModel:
@@ -126,7 +116,7 @@ def http(config, sink, engine, log_stream):
     )
     service = GatewayService(
         config,
-        prompts=LocalPrompts(PromptCatalog.from_yaml(Path(config.templates_path))),
+        prompts=CatalogPrompts(PromptCatalog.from_yaml(Path(config.templates_path))),
         models={"sd-unit": LocalModel(engine)},
         storage=storage,
         metrics=ServiceMetrics(sink),

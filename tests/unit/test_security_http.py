@@ -14,11 +14,12 @@ import yaml
 
 from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
-from serve_app.prompts import PromptCatalog, catalog_listing
+from serve_app.prompts import PromptCatalog
 from serve_app.security.guard import build_guard
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher
 from serve_app.storage import LocalStorage
+from tests.inprocess import CatalogPrompts
 from tests.security_fixtures import REDIS_URL, closed_port, fresh_redis_prefix
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,19 +30,6 @@ TINY_PNG = base64.b64encode(
         "0000000c4944415408d763f8cfc000000301010018dd8db00000000049454e44ae426082"
     )
 ).decode()
-
-
-class CatalogPrompts:
-    """The templater's catalog, in-process."""
-
-    def __init__(self, catalog: PromptCatalog):
-        self.catalog = catalog
-
-    async def render(self, request):
-        return self.catalog.render(request)
-
-    async def listing(self):
-        return catalog_listing(self.catalog)
 
 
 def app_args(tmp_path: Path, **sections) -> dict:
