@@ -81,6 +81,29 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def _requeued(run_after: float, **more: Any) -> dict[str, Any]:
+    """Column values of a job handed back to the queue: no worker, no lease."""
+    return {
+        "status": QUEUED,
+        "worker_id": None,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "run_after": run_after,
+        **more,
+    }
+
+
+def _ended(status: str, now: float, **more: Any) -> dict[str, Any]:
+    """Column values of a job that reached a terminal state; its lease is gone."""
+    return {
+        "status": status,
+        "finished_at": now,
+        "lease_token": None,
+        "lease_expires_at": None,
+        **more,
+    }
+
+
 class JobStore:
     def __init__(self, url: str):
         self.url = make_url(url)
@@ -391,11 +414,11 @@ class JobStore:
                     jobs.c.status.in_((QUEUED, RUNNING)),
                 )
                 .values(
-                    status=CANCELED,
-                    finished_at=now,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    error=_dumps({"code": "canceled", "message": "canceled by the client"}),
+                    **_ended(
+                        CANCELED,
+                        now,
+                        error=_dumps({"code": "canceled", "message": "canceled by the client"}),
+                    )
                 )
                 .returning(*jobs.c)
             ).one_or_none()
@@ -502,14 +525,7 @@ class JobStore:
         """
         now = time.time() if now is None else now
         status = SUCCEEDED if error is None else FAILED
-        values: dict[str, Any] = {
-            "status": status,
-            "finished_at": now,
-            "lease_token": None,
-            "lease_expires_at": None,
-            "result": _dumps(result),
-            "error": _dumps(error),
-        }
+        values = _ended(status, now, result=_dumps(result), error=_dumps(error))
         if result is not None:
             values["progress_step"] = values["progress_total"] = result.get("steps")
         with self._write() as connection:
@@ -553,13 +569,11 @@ class JobStore:
                     jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
                 )
                 .values(
-                    status=QUEUED,
-                    worker_id=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    run_after=now + delay_s,
-                    error=_dumps(error),
-                    attempts=jobs.c.attempts - (0 if count_attempt else 1),
+                    **_requeued(
+                        now + delay_s,
+                        error=_dumps(error),
+                        attempts=jobs.c.attempts - (0 if count_attempt else 1),
+                    )
                 )
                 .returning(*jobs.c)
             ).one_or_none()
@@ -585,17 +599,17 @@ class JobStore:
                         update(jobs)
                         .where(still_expired)
                         .values(
-                            status=FAILED,
-                            finished_at=now,
-                            lease_token=None,
-                            lease_expires_at=None,
-                            error=_dumps(
-                                {
-                                    "code": "worker_lost",
-                                    "message": f"the worker running this job was lost "
-                                    f"{attempts} times",
-                                }
-                            ),
+                            **_ended(
+                                FAILED,
+                                now,
+                                error=_dumps(
+                                    {
+                                        "code": "worker_lost",
+                                        "message": f"the worker running this job was lost "
+                                        f"{attempts} times",
+                                    }
+                                ),
+                            )
                         )
                         .returning(*jobs.c)
                     ).one_or_none()
@@ -604,15 +618,7 @@ class JobStore:
                         failed += 1
                 else:
                     requeued += connection.execute(
-                        update(jobs)
-                        .where(still_expired)
-                        .values(
-                            status=QUEUED,
-                            worker_id=None,
-                            lease_token=None,
-                            lease_expires_at=None,
-                            run_after=now,
-                        )
+                        update(jobs).where(still_expired).values(**_requeued(now))
                     ).rowcount
         if requeued or failed:
             logger.warning(
@@ -627,14 +633,7 @@ class JobStore:
             return connection.execute(
                 update(jobs)
                 .where(jobs.c.worker_id == worker_id, jobs.c.status == RUNNING)
-                .values(
-                    status=QUEUED,
-                    worker_id=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    run_after=now,
-                    attempts=jobs.c.attempts - 1,
-                )
+                .values(**_requeued(now, attempts=jobs.c.attempts - 1))
             ).rowcount
 
     def _after_terminal(self, connection: Connection, job: JobRecord, now: float) -> None:
