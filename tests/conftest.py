@@ -14,6 +14,19 @@ from tests.s3_server import S3Server
 S3_TEST_CREDENTIALS = {"access_key_id": "test-access-key", "secret_access_key": "test-secret"}
 
 
+def s3_client(server: S3Server):
+    """A plain boto3 client on the test server, to look behind the service's back."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
+        aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
+    )
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     server = S3Server().start()
@@ -24,17 +37,8 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture
 def s3_bucket(s3_server) -> str:
     """A new, empty bucket on the shared server."""
-    import boto3
-
     name = f"test-{uuid.uuid4().hex[:20]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
-        aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
-    )
-    client.create_bucket(Bucket=name)
+    s3_client(s3_server).create_bucket(Bucket=name)
     return name
 
 

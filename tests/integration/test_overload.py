@@ -20,8 +20,8 @@ def overload_url(base_url):
     from fastapi import FastAPI
     from ray import serve
 
-    from serve_app.ray_adapter import HandleModelBackend
     from serve_app.api.errors import install_error_handlers
+    from serve_app.ray_adapter import HandleModelBackend
 
     # Defined here so Ray ships them by value to the replicas.
     @serve.deployment(max_ongoing_requests=1, max_queued_requests=1)

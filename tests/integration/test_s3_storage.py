@@ -8,12 +8,11 @@ import hashlib
 import io
 from urllib.parse import urlsplit
 
-import boto3
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import S3_TEST_CREDENTIALS
+from tests.conftest import S3_TEST_CREDENTIALS, s3_client
 from tests.integration.conftest import deploy_and_wait
 from tests.integration.helpers import assert_error
 from tests.integration.jobs_helpers import generation_job, wait_for_job
@@ -59,16 +58,6 @@ def s3_bucket_module(s3_server) -> str:
     client = s3_client(s3_server)
     client.create_bucket(Bucket="integration-results")
     return "integration-results"
-
-
-def s3_client(server):
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
-        aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
-    )
 
 
 def test_url_response_is_a_presigned_s3_url_to_a_png(s3_app, s3_server, s3_bucket_module):

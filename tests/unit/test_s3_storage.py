@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import boto3
 import httpx
 import pytest
 
@@ -12,7 +11,7 @@ from serve_app.config import AppConfig, S3Config
 from serve_app.errors import StorageError
 from serve_app.storage import build_storage, job_result_key
 from serve_app.storage.s3 import S3Storage
-from tests.conftest import S3_TEST_CREDENTIALS
+from tests.conftest import S3_TEST_CREDENTIALS, s3_client
 from tests.s3_server import S3Server, free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels" * 10
@@ -35,16 +34,6 @@ def storage(s3_server, s3_bucket) -> S3Storage:
     return S3Storage(s3_config(s3_server.endpoint_url, s3_bucket), url_ttl_s=60)
 
 
-def raw_client(server: S3Server):
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
-        aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
-    )
-
-
 def test_presigned_url_downloads_the_exact_bytes(storage):
     stored = storage.put(PNG, "png")
     url = storage.url(stored.key, "http://ignored.example")
@@ -60,7 +49,7 @@ def test_object_carries_content_type_and_prefix(s3_server, s3_bucket):
         s3_config(s3_server.endpoint_url, s3_bucket, prefix="images/prod/"), url_ttl_s=60
     )
     stored = storage.put(b"webp bytes", "webp", key=job_result_key("job_1", 0, "webp"))
-    head = raw_client(s3_server).head_object(Bucket=s3_bucket, Key="images/prod/jobs/job_1/0.webp")
+    head = s3_client(s3_server).head_object(Bucket=s3_bucket, Key="images/prod/jobs/job_1/0.webp")
     assert head["ContentType"] == "image/webp"
     assert stored.key == "jobs/job_1/0.webp"
     assert storage.exists(stored.key)
@@ -116,7 +105,7 @@ def test_missing_bucket_raises_and_leaves_nothing(s3_server, s3_bucket):
         storage.put(PNG, "png", key=job_result_key("job_9", 0, "png"))
     assert missing not in caught.value.message
     assert "test-secret" not in caught.value.message
-    client = raw_client(s3_server)
+    client = s3_client(s3_server)
     client.create_bucket(Bucket=missing)
     assert client.list_objects_v2(Bucket=missing).get("KeyCount") == 0
 
