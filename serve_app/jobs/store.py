@@ -1,10 +1,10 @@
 """The job store: jobs, batches, Idempotency-Keys and the webhook outbox, in one SQL database.
 
 SQLite is the embedded default; PostgreSQL serves several nodes. Both run the same
-SQLAlchemy Core statements. Claims are a single `UPDATE ... WHERE id IN (SELECT ... FOR
-UPDATE SKIP LOCKED) RETURNING`: on PostgreSQL two runners never take the same job and
-never wait on each other; SQLite has one writer at a time (`BEGIN IMMEDIATE`), which
-gives the same guarantee.
+SQLAlchemy Core statements. Claims are a single `UPDATE ... FROM (SELECT ... FOR UPDATE
+SKIP LOCKED) RETURNING`: on PostgreSQL two runners never take the same job and never
+wait on each other; SQLite has one writer at a time (`BEGIN IMMEDIATE`), which gives the
+same guarantee.
 
 Every terminal transition writes its webhook delivery in the same transaction (an
 outbox), so a job never ends without its callback being due, and never gets two.
@@ -18,31 +18,25 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Row,
     Table,
     and_,
-    create_engine,
-    event,
     func,
     insert,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from serve_app.config import JobsConfig
+from serve_app.db import create_tables, open_engine, write_transaction
 from serve_app.errors import ConflictError, NotFoundError, UnprocessableError
 from serve_app.jobs.records import (
     CANCELED,
@@ -61,8 +55,6 @@ from serve_app.jobs.views import batch_object, event_payload, job_object
 
 logger = logging.getLogger(__name__)
 
-# Any constant: PostgreSQL's advisory lock that serialises schema creation across replicas.
-SCHEMA_LOCK_ID = 0x1A6E5E4E
 PENDING, DELIVERED, DELIVERY_FAILED, DISABLED = "pending", "delivered", "failed", "disabled"
 JOB_STORE_URL_ENV = "IMAGE_SERVICE_JOB_STORE_URL"
 
@@ -106,63 +98,19 @@ def _ended(status: str, now: float, **more: Any) -> dict[str, Any]:
 
 class JobStore:
     def __init__(self, url: str):
-        self.url = make_url(url)
-        self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        if self.is_sqlite:
-            self._writer = self._sqlite_engine(immediate=True)
-            # Reads take no write lock: WAL lets them run beside the one writer.
-            self._reader = self._sqlite_engine(immediate=False)
-        else:
-            self._writer = self._reader = create_engine(
-                self.url, pool_pre_ping=True, pool_size=4, max_overflow=8
-            )
-
-    def _sqlite_engine(self, immediate: bool) -> Engine:
-        database = self.url.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _configure(dbapi_connection, _record):
-            # Let SQLAlchemy's begin event issue BEGIN, not the sqlite3 module.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection):
-            # A writer takes the lock up front, so it waits (busy_timeout) instead of
-            # failing when a read transaction would have to be upgraded.
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-        return engine
+        self.engine = open_engine(url)
 
     def create_schema(self) -> None:
-        with self._writer.begin() as connection:
-            if not self.is_sqlite:
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID}
-                )
-            metadata.create_all(connection, checkfirst=True)
+        create_tables(self.engine, metadata)
 
     def dispose(self) -> None:
-        self._writer.dispose()
-        if self._reader is not self._writer:
-            self._reader.dispose()
+        self.engine.dispose()
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._writer.begin() as connection:
-            yield connection
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self.engine)
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._reader.begin() as connection:
-            yield connection
+    def _read(self) -> AbstractContextManager[Connection]:
+        return self.engine.begin()
 
     # --- Idempotency-Key ---------------------------------------------------------------
 

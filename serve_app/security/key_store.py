@@ -7,12 +7,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from serve_app.db import create_tables, open_engine
 from serve_app.security.keys import ApiKeyRecord, KeyHasher, new_key, prefix_of
 from serve_app.security.scopes import SCOPES, Scope
 
@@ -85,25 +85,11 @@ def _record(row: RowMapping) -> ApiKeyRecord:
     )
 
 
-def open_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        # Several Gateway processes and the CLI share the file: wait for locks.
-        return sa.create_engine(url, connect_args={"timeout": 15})
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
-
-
 class KeyStore:
     def __init__(self, engine: Engine, hasher: KeyHasher):
         self.engine = engine
         self.hasher = hasher
-        try:
-            metadata.create_all(engine)
-        except sa.exc.DBAPIError:
-            # Replicas starting together race to create the tables; the loser finds them.
-            metadata.create_all(engine)
+        create_tables(engine, metadata)
 
     @classmethod
     def open(cls, url: str, hasher: KeyHasher) -> KeyStore:

@@ -1,0 +1,64 @@
+"""SQL engines for the service's own tables (jobs, API keys): SQLite on one machine,
+PostgreSQL on a cluster, opened and created the same way for both stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+# Any constant: PostgreSQL's advisory lock that serialises table creation across replicas.
+SCHEMA_LOCK_ID = 0x1A6E5E4E
+# Execution option marking a transaction that will write (see `write_transaction`).
+WRITES = "image_service_writes"
+
+
+def open_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=8)
+    database = parsed.database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (Gateways, JobRunners, model replicas, the CLI) share the file.
+    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):
+        # Let SQLAlchemy's begin event issue BEGIN, not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers run beside the one writer.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        # A writer takes the lock up front, so it waits (busy_timeout) instead of
+        # failing when a read transaction would have to be upgraded.
+        writes = connection.get_execution_options().get(WRITES, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it holds the write lock from its start."""
+    with engine.connect() as connection:
+        connection.execution_options(**{WRITES: True})
+        with connection.begin():
+            yield connection
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Every replica calls this at start; one creates the tables, the others find them."""
+    with write_transaction(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
+        metadata.create_all(connection, checkfirst=True)
