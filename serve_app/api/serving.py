@@ -34,6 +34,11 @@ from serve_app.storage import Storage
 SEED_SPACE = 2**32
 
 
+def pick_seed(seed: int | None) -> int:
+    """The request's seed, or a random one (echoed back, so the result can be remade)."""
+    return seed if seed is not None else secrets.randbelow(SEED_SPACE)
+
+
 @dataclass(frozen=True)
 class ModelCall:
     """A request made ready for its model: the spec to run and what the answer reports."""
@@ -266,7 +271,7 @@ class GatewayService:
 
     @staticmethod
     def _seeds(seed: int | None, n: int) -> tuple[int, ...]:
-        first_seed = seed if seed is not None else secrets.randbelow(SEED_SPACE)
+        first_seed = pick_seed(seed)
         # Image i of a request seeded s uses s+i: asking for n=1 with seed s+i redoes it.
         return tuple((first_seed + i) % SEED_SPACE for i in range(n))
 

@@ -4,7 +4,6 @@ under keys that derive from the job id, so a re-run overwrites instead of duplic
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -12,15 +11,12 @@ from serve_app.api.protocol import ImageEditRequest, ImageGenerationRequest
 from serve_app.api.serving import GatewayService
 from serve_app.jobs.records import JobRecord
 from serve_app.models.spec import GenerationResult
+from serve_app.storage.keys import job_result_key
 
 JOB_REQUESTS: dict[str, type[ImageGenerationRequest] | type[ImageEditRequest]] = {
     "image_generation": ImageGenerationRequest,
     "image_edit": ImageEditRequest,
 }
-
-
-def job_image_key(job_id: str, index: int, fmt: str) -> str:
-    return f"jobs/{job_id}/{index}.{fmt}"
 
 
 class JobExecutor:
@@ -47,20 +43,21 @@ class JobExecutor:
         }
 
     def _store(self, job_id: str, fmt: str, result: GenerationResult) -> list[dict[str, Any]]:
-        stored = []
+        images = []
         for index, image in enumerate(result.images):
-            key = job_image_key(job_id, index, fmt)
-            self.service.storage.put(image.data, fmt, key=key)
-            stored.append(
+            stored = self.service.storage.put(
+                image.data, fmt, key=job_result_key(job_id, index, fmt)
+            )
+            images.append(
                 {
-                    "key": key,
+                    "key": stored.key,
                     "seed": image.seed,
-                    "sha256": hashlib.sha256(image.data).hexdigest(),
+                    "sha256": stored.sha256,
                     "width": image.width,
                     "height": image.height,
                 }
             )
-        return stored
+        return images
 
     def discard(self, result: dict[str, Any]) -> None:
         """Remove a canceled job's images."""

@@ -36,6 +36,7 @@ def error_body(error: BaseException) -> dict[str, Any]:
     return {"code": "internal_error", "message": "the job failed unexpectedly"}
 
 
+KEY_EXPIRY_INTERVAL_S = 3600.0
 # A model's queue was full: the job never ran, so waiting does not use an attempt.
 CAPACITY_CODES = frozenset({"model_overloaded"})
 
@@ -76,14 +77,17 @@ class JobRunner:
             await asyncio.gather(*tasks, *self.running.values(), return_exceptions=True)
 
     async def _claim_loop(self) -> None:
-        next_sweep = 0.0
+        next_sweep = next_key_expiry = 0.0
         while True:
             claimed = 0
             try:
                 if time.monotonic() >= next_sweep:
                     await asyncio.to_thread(self.store.sweep_expired)
-                    await asyncio.to_thread(self.store.expire_keys, self.config.idempotency_ttl_s)
                     next_sweep = time.monotonic() + self.config.sweep_interval_s
+                # Keys live a day or more: forgetting them hourly is soon enough.
+                if time.monotonic() >= next_key_expiry:
+                    await asyncio.to_thread(self.store.expire_keys, self.config.idempotency_ttl_s)
+                    next_key_expiry = time.monotonic() + KEY_EXPIRY_INTERVAL_S
                 free = self.config.runner_concurrency - len(self.running)
                 if free > 0:
                     jobs = await asyncio.to_thread(

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -21,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from serve_app.api.protocol import BatchCreateRequest, JobCreateRequest, JobItem
-from serve_app.api.serving import SEED_SPACE, GatewayService
+from serve_app.api.serving import GatewayService, pick_seed
 from serve_app.config import AppConfig
 from serve_app.errors import InvalidRequestError, NotFoundError
 from serve_app.jobs.execution import JOB_REQUESTS
@@ -67,10 +66,10 @@ class JobService:
         """(the job, replayed): replayed is True when the Idempotency-Key found it made."""
         job = self._prepare(tenant, body, ("request",), authorize)
         job = replace(job, callback_url=await self._callback(body.callback_url))
-        made = await self._create(
+        job_id, replayed = await self._create(
             tenant, idempotency_key, request_hash("jobs", body), [job], batch=None
         )
-        return await self.read_job(tenant, made[0], base_url=None), made[1]
+        return await self.read_job(tenant, job_id, base_url=None), replayed
 
     async def submit_batch(
         self,
@@ -91,14 +90,14 @@ class JobService:
             self._prepare(tenant, item, ("jobs", index, "request"), authorize)
             for index, item in enumerate(body.jobs)
         ]
-        made = await self._create(
+        batch_id, replayed = await self._create(
             tenant,
             idempotency_key,
             request_hash("batches", body),
             jobs,
             batch=(callback_url, body.metadata),
         )
-        return await self.read_batch(tenant, made[0]), made[1]
+        return await self.read_batch(tenant, batch_id), replayed
 
     def _prepare(
         self,
@@ -121,7 +120,7 @@ class JobService:
             ) from None
         model = self.gateway.check_job_request(request)
         authorize(model.name)
-        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_SPACE)
+        seed = pick_seed(request.seed)
         # Results are stored, never inlined: the job object carries their links.
         fixed = request.model_copy(
             update={"model": model.name, "seed": seed, "response_format": "url"}

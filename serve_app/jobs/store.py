@@ -34,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from serve_app.config import JobsConfig
 from serve_app.db import create_tables, open_engine, write_transaction
@@ -71,6 +72,11 @@ def new_id(prefix: str) -> str:
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _held(job_id: str, lease_token: str) -> ColumnElement[bool]:
+    """The job is still running under this lease: the condition of every write a worker makes."""
+    return and_(jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING)
 
 
 def _requeued(run_after: float, **more: Any) -> dict[str, Any]:
@@ -442,9 +448,7 @@ class JobStore:
         with self._write() as connection:
             updated = connection.execute(
                 update(jobs)
-                .where(
-                    jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
-                )
+                .where(_held(job_id, lease_token))
                 .values(lease_expires_at=now + lease_s, heartbeat_at=now)
             ).rowcount
         return updated == 1
@@ -478,12 +482,7 @@ class JobStore:
             values["progress_step"] = values["progress_total"] = result.get("steps")
         with self._write() as connection:
             row = connection.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
-                )
-                .values(**values)
-                .returning(*jobs.c)
+                update(jobs).where(_held(job_id, lease_token)).values(**values).returning(*jobs.c)
             ).one_or_none()
             if row is None:
                 return None
@@ -513,9 +512,7 @@ class JobStore:
         with self._write() as connection:
             row = connection.execute(
                 update(jobs)
-                .where(
-                    jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING
-                )
+                .where(_held(job_id, lease_token))
                 .values(
                     **_requeued(
                         now + delay_s,

@@ -29,7 +29,6 @@ def job_object(
     image_url: Callable[[str], str] | None = None,
     queue_position: int | None = None,
     delivery: DeliveryRecord | None = None,
-    now: float | None = None,
 ) -> dict[str, Any]:
     """A job as clients see it; `image_url` turns a stored key into a fresh link."""
     result = None
@@ -44,7 +43,6 @@ def job_object(
     progress = None
     if job.progress_total:
         progress = {"step": job.progress_step or 0, "total": job.progress_total}
-    running_until = job.finished_at if job.terminal else now
     return {
         "id": job.id,
         "object": "job",
@@ -54,8 +52,9 @@ def job_object(
         "started_at": int(job.started_at) if job.started_at else None,
         "finished_at": int(job.finished_at) if job.finished_at else None,
         "timings": {
-            "queued_s": _seconds(job.created_at, job.started_at or running_until),
-            "running_s": _seconds(job.started_at, running_until),
+            # Known once the job has left the queue (or ended in it), and once it has ended.
+            "queued_s": _seconds(job.created_at, job.started_at or job.finished_at),
+            "running_s": _seconds(job.started_at, job.finished_at),
         },
         "attempts": job.attempts,
         "progress": progress,
