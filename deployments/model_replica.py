@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ray import serve
 
+from serve_app import environment
 from serve_app.config import JobsConfig, ModelConfig
 from serve_app.jobs.progress import ProgressReporter
-from serve_app.jobs.store import job_store_url
 from serve_app.models.engine import BatchResult, ModelEngine, ModelSpec
 from serve_app.models.spec import GenerationResult
 from serve_app.observability.ray_adapter import replica_metrics
@@ -41,7 +41,7 @@ class ModelReplica:
     def __init__(self, model: ModelConfig, tiny_cache: str, jobs: JobsConfig):
         self.metrics = replica_metrics()
         # Durable jobs in a batch get their step progress written to the job store.
-        progress = ProgressReporter(job_store_url(jobs))
+        progress = ProgressReporter(environment.job_store_url(jobs.store_url))
         self.engine = ModelEngine(model, Path(tiny_cache), self.metrics, progress=progress)
         self.engine.warmup()
         self._run_batch.set_max_batch_size(model.batching.max_batch_size)

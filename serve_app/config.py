@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from serve_app.models.registry import FAMILY_TASKS
+from serve_app.environment import KEY_PEPPER_ENV
+from serve_app.families import FAMILIES, FAMILY_NAMES, FamilyTraits, Task
 
 RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater", "JobRunner"}
 SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -70,16 +71,8 @@ class CustomWeights(StrictModel):
     strict: bool = False
 
 
-Task = Literal["text-to-image", "image-edit"]
-Family = Literal[
-    "stable-diffusion",
-    "z-image",
-    "glm-image",
-    "instruct-pix2pix",
-    "qwen-image-edit",
-    "qwen-image-edit-plus",
-    "longcat-image-edit",
-]
+# The family table's names, so a typo is refused with the list of valid ones.
+Family = Literal[FAMILY_NAMES]  # type: ignore[valid-type]
 
 
 class ModelConfig(StrictModel):
@@ -112,12 +105,16 @@ class ModelConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _task_from_family(cls, data):
-        if isinstance(data, dict) and data.get("family") in FAMILY_TASKS:
-            task = FAMILY_TASKS[data["family"]]
+        if isinstance(data, dict) and data.get("family") in FAMILIES:
+            task = FAMILIES[data["family"]].task
             if data.get("task", task) != task:
-                raise ValueError(f"family {data['family']!r} serves task {task!r}")
+                raise ValueError(f"family {data['family']!r} serves task {task.value!r}")
             data = {**data, "task": task}
         return data
+
+    @property
+    def traits(self) -> FamilyTraits:
+        return FAMILIES[self.family]
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -231,7 +228,7 @@ class AuthConfig(StrictModel):
     allow_anonymous_on_loopback: bool = False
     # SQLite for one machine; PostgreSQL (postgresql+psycopg://...) for several nodes.
     database_url: str = "sqlite:///./data/keys.db"
-    pepper_env: str = Field("IMAGE_SERVICE_KEY_PEPPER", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    pepper_env: str = Field(KEY_PEPPER_ENV, pattern=r"^[A-Z_][A-Z0-9_]*$")
     # How long a replica trusts a key it has checked: revocation takes this long at most.
     cache_ttl_s: float = Field(5.0, ge=0, le=300)
     # `last_used_at` is written at most this often per key and replica.

@@ -23,7 +23,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from serve_app.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from serve_app.errors import (
+    ErrorCode,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -133,7 +138,7 @@ def decode_base64_image(
         header, comma, payload = text[5:].partition(",")
         parts = [part.strip().lower() for part in header.split(";")]
         if not comma or parts[-1] != "base64":
-            raise _invalid(param, "a data URL must be base64-encoded", "invalid_base64")
+            raise _invalid(param, "a data URL must be base64-encoded", ErrorCode.INVALID_BASE64)
         if parts[0] not in DATA_URL_TYPES:
             raise _unsupported(param, "the data URL's type must be image/png, jpeg or webp")
     encoded_cap = 4 * math.ceil(limits.max_bytes / 3)
@@ -146,7 +151,7 @@ def decode_base64_image(
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise _invalid(param, "the image is not valid base64", "invalid_base64") from None
+        raise _invalid(param, "the image is not valid base64", ErrorCode.INVALID_BASE64) from None
     return decode_image(data, limits, param=param, keep_alpha=keep_alpha)
 
 
@@ -157,7 +162,7 @@ def _open_checked(data: bytes, limits: ImageLimits, param: str) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise _too_large(param, f"the image is larger than {limits.max_bytes} bytes")
     if _webp_is_truncated(data):
-        raise _invalid(param, "the image file is truncated", "image_truncated")
+        raise _invalid(param, "the image file is truncated", ErrorCode.IMAGE_TRUNCATED)
     try:
         image = Image.open(io.BytesIO(data), formats=list(INPUT_FORMATS))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -200,10 +205,12 @@ def _decode_failure(param: str, exc: Exception) -> InvalidRequestError:
     # Pillow's messages are classified, never echoed: they can quote file contents.
     text = str(exc).lower()
     if "truncated" in text:
-        return _invalid(param, "the image file is truncated", "image_truncated")
+        return _invalid(param, "the image file is truncated", ErrorCode.IMAGE_TRUNCATED)
     if isinstance(exc, ValueError) and "too large" in text:
         # PNG text/ICC chunks that decompress past Pillow's MAX_TEXT_CHUNK.
-        return _invalid(param, "the image's metadata is too large", "image_metadata_too_large")
+        return _invalid(
+            param, "the image's metadata is too large", ErrorCode.IMAGE_METADATA_TOO_LARGE
+        )
     return _invalid(param, "the image could not be decoded")
 
 
@@ -240,82 +247,23 @@ def _over_white(rgba: Image.Image) -> Image.Image:
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
-def _invalid(param: str, message: str, code: str = "invalid_image") -> InvalidRequestError:
+def _invalid(
+    param: str, message: str, code: ErrorCode = ErrorCode.INVALID_IMAGE
+) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {message}", code=code, param=param)
 
 
 def _too_large(param: str, message: str) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"{param}: {message}", code="image_too_large", param=param)
+    return PayloadTooLargeError(f"{param}: {message}", code=ErrorCode.IMAGE_TOO_LARGE, param=param)
 
 
 def _unsupported(param: str, message: str) -> UnsupportedMediaTypeError:
     return UnsupportedMediaTypeError(
-        f"{param}: {message}", code="unsupported_image_format", param=param
+        f"{param}: {message}", code=ErrorCode.UNSUPPORTED_IMAGE_FORMAT, param=param
     )
 
 
 # --- fitting and arrays ---------------------------------------------------------------------
-
-
-def fit_to_working_size(
-    image: Image.Image,
-    *,
-    short_side: int,
-    multiple: int,
-    max_pixels: int,
-    max_side: int | None = None,
-) -> Image.Image:
-    """Resize (LANCZOS) to `working_size` of the image; the same image if already there."""
-    target = working_size(
-        *image.size,
-        short_side=short_side,
-        multiple=multiple,
-        max_pixels=max_pixels,
-        max_side=max_side,
-    )
-    if target == image.size:
-        return image
-    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def working_size(
-    width: int,
-    height: int,
-    *,
-    short_side: int,
-    multiple: int,
-    max_pixels: int,
-    max_side: int | None = None,
-) -> tuple[int, int]:
-    """The model's working size for a width x height input, keeping the aspect.
-
-    The short side goes to `short_side` (up or down), then the scale is capped so
-    width*height <= `max_pixels` (and the long side <= `max_side`), then each side is
-    rounded to the nearest multiple of `multiple` (down where nearest would break a cap),
-    at least `multiple`. Rounding moves each side by under one `multiple`, so the aspect
-    ratio changes by less than multiple / short side (16 / 768 = 2 %); only shapes
-    beyond max_pixels / multiple**2 to 1 are squeezed.
-    """
-    if multiple < 1 or short_side < multiple or multiple * multiple > max_pixels:
-        raise ValueError("need 1 <= multiple <= short_side and multiple**2 <= max_pixels")
-    scale = min(short_side / min(width, height), math.sqrt(max_pixels / (width * height)))
-    if max_side is not None:
-        scale = min(scale, max_side / max(width, height))
-    exact = (width * scale, height * scale)
-    target = tuple(max(multiple, round(side / multiple) * multiple) for side in exact)
-    if not _fits(target, max_pixels, max_side):
-        target = tuple(max(multiple, math.floor(side / multiple) * multiple) for side in exact)
-    if not _fits(target, max_pixels, max_side):
-        # Extreme shapes: the short side was raised to `multiple`; shorten the long side.
-        short = min(target)
-        cap = max_pixels // short if max_side is None else min(max_side, max_pixels // short)
-        long = max(multiple, cap // multiple * multiple)
-        target = (long, short) if target[0] >= target[1] else (short, long)
-    return target[0], target[1]
-
-
-def _fits(size: tuple[int, ...], max_pixels: int, max_side: int | None) -> bool:
-    return size[0] * size[1] <= max_pixels and (max_side is None or max(size) <= max_side)
 
 
 def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -1,21 +1,19 @@
-"""Ray adapters: DeploymentHandles behind the plain interfaces serve_app's serving logic
-takes (serve_app.api.backends), for the Gateway and the JobRunner alike."""
+"""Ray adapters: DeploymentHandles behind the plain interfaces the image service takes
+(serve_app.service.backends), for the Gateway and the JobRunner alike, and what the
+Gateway asks the Serve controller."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.serving import GatewayService
-from serve_app.config import AppConfig
-from serve_app.errors import ServiceError, ServiceUnavailableError
+from serve_app.errors import ErrorCode, ServiceError, ServiceUnavailableError
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
-from serve_app.observability.metrics import ServiceMetrics
 from serve_app.prompts import PromptRequest, RenderedPrompt
-from serve_app.storage import build_storage
 
 
 async def _call(handle_method, *args) -> Any:
@@ -28,11 +26,12 @@ async def _call(handle_method, *args) -> Any:
         raise
     except BackPressureError:
         raise ServiceUnavailableError(
-            "the model is at capacity; retry shortly", code="model_overloaded"
+            "the model is at capacity; retry shortly", code=ErrorCode.MODEL_OVERLOADED
         ) from None
     except (RayActorError, DeploymentUnavailableError):
         raise ServiceUnavailableError(
-            "a replica was lost while serving this request; retry", code="replica_unavailable"
+            "a replica was lost while serving this request; retry",
+            code=ErrorCode.REPLICA_UNAVAILABLE,
         ) from None
 
 
@@ -58,17 +57,33 @@ class HandleModelBackend:
         return await _call(self.handle.health)
 
 
-def gateway_service(
-    config: AppConfig,
-    templater: DeploymentHandle,
-    models: dict[str, DeploymentHandle],
-    metrics: ServiceMetrics | None = None,
-) -> GatewayService:
-    """The serving logic over handles: what the Gateway serves and the JobRunner runs."""
-    return GatewayService(
-        config,
-        prompts=HandlePromptBackend(templater),
-        models={name: HandleModelBackend(handle) for name, handle in models.items()},
-        storage=build_storage(config),
-        metrics=metrics,
-    )
+def backends(
+    templater: DeploymentHandle, models: dict[str, DeploymentHandle]
+) -> tuple[HandlePromptBackend, dict[str, HandleModelBackend]]:
+    """The image service's backends over the graph's handles (Gateway and JobRunner)."""
+    return HandlePromptBackend(templater), {
+        name: HandleModelBackend(handle) for name, handle in models.items()
+    }
+
+
+async def replica_counts() -> dict[str, Any]:
+    """Running replicas per deployment, as the Serve controller reports them."""
+    try:
+        status = serve.status()
+    except Exception:  # the controller being busy must not fail a health check
+        return {}
+    counts = {}
+    for app in status.applications.values():
+        for name, deployment in app.deployments.items():
+            counts[name] = {
+                "status": str(deployment.status.value),
+                "replicas": dict(deployment.replica_states),
+            }
+    return counts
+
+
+def proxy_host() -> str | None:
+    """The host Serve's HTTP proxies bind (`http_options.host`), from the controller."""
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().http_config.host

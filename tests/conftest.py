@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,13 @@ def s3_client(server: S3Server):
         aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
         aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """Where tiny models are built: once per test session, by the first test that loads one,
+    for unit and integration tests alike (a build lands by an atomic rename)."""
+    return tmp_path_factory.mktemp("tiny-models")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 EXPIRED_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -49,12 +51,6 @@ def _expired(query: dict[str, list[str]], now: datetime.datetime) -> bool:
     signed_at = datetime.datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
     lifetime = datetime.timedelta(seconds=int(query["X-Amz-Expires"][0]))
     return now > signed_at.replace(tzinfo=datetime.UTC) + lifetime
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class S3Server:

@@ -7,16 +7,36 @@ with the request id and answered with a generic message.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from serve_app.api.protocol import ErrorBody, ErrorResponse
-from serve_app.errors import ServiceError
+from serve_app.errors import ErrorCode, ServiceError
+from serve_app.protocol import ErrorBody, ErrorResponse, validation_error
 
 logger = logging.getLogger(__name__)
+
+# What each status means to a client, for the OpenAPI document.
+ERROR_DESCRIPTIONS = {
+    400: "The request is malformed or outside the model's limits.",
+    401: "No valid API key.",
+    403: "The key lacks the route's scope or the model, or the link is invalid.",
+    404: "No such model, job, batch or file.",
+    409: "The Idempotency-Key's first request is still running, or the job has ended.",
+    413: "The body or an image is too large.",
+    415: "The body's content type is not accepted here.",
+    422: "The Idempotency-Key was used with another body.",
+    429: "The tenant's rate or concurrency limit; see Retry-After.",
+    500: "An unexpected error; quote the request_id.",
+    503: "A model is at capacity, unavailable or timed out; see Retry-After.",
+    504: "The request passed its deadline.",
+}
+# What any route may answer, whatever it does: the door, the deadline and the unexpected.
+COMMON_ERRORS = (401, 403, 429, 500, 504)
 
 HTTP_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -31,6 +51,14 @@ HTTP_ERROR_TYPES = {
     503: "service_unavailable_error",
     504: "timeout_error",
 }
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the envelope's schema."""
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
 
 
 def request_id_of(request: Request) -> str | None:
@@ -60,30 +88,8 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def _location(loc: tuple) -> str | None:
-    parts = [str(part) for part in loc if part != "body"]
-    return ".".join(parts) or None
-
-
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {}
-    if first.get("type") == "json_invalid":
-        return error_response(
-            request, 400, "the request body is not valid JSON", code="invalid_json"
-        )
-    param = _location(tuple(first.get("loc", ())))
-    message = first.get("msg", "invalid request")
-    if first.get("type") == "extra_forbidden":
-        message = "unknown parameter"
-    elif first.get("type") == "missing":
-        message = "missing required parameter"
-    return error_response(
-        request,
-        400,
-        f"{param}: {message}" if param else message,
-        code="invalid_parameter",
-        param=param,
-    )
+    return service_error_response(request, validation_error(list(exc.errors())))
 
 
 def service_error_response(
@@ -132,9 +138,23 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         return await _service_error(request, cause)
     messages = {404: "no such route", 405: "method not allowed"}
     message = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "error")
+    headers = exc.headers
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = f"no route for {request.method} {request.url.path}"
-    return error_response(request, exc.status_code, message, headers=exc.headers)
+    elif exc.status_code == 405:
+        # Starlette names only the first route that matched the path; a path served by
+        # several routes (GET and POST /v1/jobs) allows the methods of them all.
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    return error_response(request, exc.status_code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -143,7 +163,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         request,
         500,
         "internal error; quote the request_id when reporting it",
-        code="internal_error",
+        code=ErrorCode.INTERNAL_ERROR,
     )
 
 

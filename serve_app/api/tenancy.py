@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from serve_app.errors import PermissionDeniedError
+from serve_app.errors import ErrorCode, PermissionDeniedError
 
 DEFAULT_TENANT = "default"
 
@@ -30,6 +30,6 @@ def authorize_model(request: Request, model_name: str) -> None:
     if not may_use_model(request, model_name):
         raise PermissionDeniedError(
             f"this API key may not use model {model_name!r}",
-            code="model_not_allowed",
+            code=ErrorCode.MODEL_NOT_ALLOWED,
             param="model",
         )

@@ -10,8 +10,9 @@ import time
 
 from serve_app.errors import ServiceError
 from serve_app.jobs.records import DeliveryRecord
-from serve_app.jobs.store import DELIVERED, DELIVERY_FAILED, DISABLED, PENDING, JobStore
+from serve_app.jobs.store import JobStore
 from serve_app.jobs.webhooks import WebhookSender, retry_delay
+from serve_app.protocol import DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -57,23 +58,23 @@ class WebhookDispatcher:
                 delivery.url, delivery.id, int(now), delivery.payload.encode(), self.secrets
             )
         except ServiceError as error:  # the URL is refused now (SSRF rules): never retried
-            status, code, message = DELIVERY_FAILED, None, error.message
+            status, code, message = DeliveryStatus.FAILED, None, error.message
         else:
             code, message = outcome.status_code, outcome.error
             if outcome.delivered:
-                status = DELIVERED
+                status = DeliveryStatus.DELIVERED
             elif outcome.disable:
-                status = DISABLED
+                status = DeliveryStatus.DISABLED
             else:
                 # This was attempt number attempts + 1.
                 delay = retry_delay(delivery.attempts + 1, self.retry_schedule_s, self._rng)
                 if not outcome.retry or delay is None:
-                    status = DELIVERY_FAILED
+                    status = DeliveryStatus.FAILED
                 else:
                     # A receiver's Retry-After may ask for longer, up to an hour.
                     delay = max(delay, min(outcome.retry_after_s or 0.0, 3600.0))
-                    status, next_attempt_at = PENDING, now + delay
-        if status != DELIVERED:
+                    status, next_attempt_at = DeliveryStatus.PENDING, now + delay
+        if status != DeliveryStatus.DELIVERED:
             logger.info(
                 "webhook %s to job/batch %s: %s (%s)",
                 delivery.id,

@@ -6,15 +6,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "canceled",
-)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
-JOB_TYPES = ("image_generation", "image_edit")
+from serve_app.protocol import TERMINAL_JOB_STATUSES
 
 
 def _json_or_none(text: str | None) -> Any:
@@ -55,7 +47,7 @@ class JobRecord:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in TERMINAL_JOB_STATUSES
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import time
 from typing import Any, Protocol
 
 from serve_app.config import JobsConfig
-from serve_app.errors import ServiceError
+from serve_app.errors import ErrorCode, ServiceError
 from serve_app.jobs.delivery import WebhookDispatcher
-from serve_app.jobs.records import CANCELED, JobRecord
+from serve_app.jobs.records import JobRecord
 from serve_app.jobs.store import JobStore
+from serve_app.protocol import JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,12 @@ class Executor(Protocol):
 def error_body(error: BaseException) -> dict[str, Any]:
     if isinstance(error, ServiceError):
         return {"code": error.code, "message": error.message, "param": error.param}
-    return {"code": "internal_error", "message": "the job failed unexpectedly"}
+    return {"code": ErrorCode.INTERNAL_ERROR, "message": "the job failed unexpectedly"}
 
 
 KEY_EXPIRY_INTERVAL_S = 3600.0
 # A model's queue was full: the job never ran, so waiting does not use an attempt.
-CAPACITY_CODES = frozenset({"model_overloaded"})
+CAPACITY_CODES = frozenset({ErrorCode.MODEL_OVERLOADED})
 
 
 def is_transient(error: BaseException) -> bool:
@@ -147,7 +148,7 @@ class JobRunner:
         # Canceled while its images were being made: do not keep them. (A job taken over
         # by another worker keeps them: the same keys hold that worker's images.)
         current = await asyncio.to_thread(self.store.get_job, job.id)
-        if current is not None and current.status == CANCELED:
+        if current is not None and current.status == JobStatus.CANCELED:
             await asyncio.to_thread(self.executor.discard, result)
 
     async def _failed(self, job: JobRecord, error: Exception) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -36,34 +36,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from serve_app.config import JobsConfig
 from serve_app.db import create_tables, open_engine, write_transaction
-from serve_app.errors import ConflictError, NotFoundError, UnprocessableError
-from serve_app.jobs.records import (
-    CANCELED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    TERMINAL,
-    BatchRecord,
-    DeliveryRecord,
-    JobRecord,
-    NewJob,
-)
+from serve_app.errors import ConflictError, ErrorCode, NotFoundError, UnprocessableError
+from serve_app.jobs.records import BatchRecord, DeliveryRecord, JobRecord, NewJob
 from serve_app.jobs.schema import batches, idempotency_keys, jobs, metadata, webhook_deliveries
 from serve_app.jobs.views import batch_object, event_payload, job_object
+from serve_app.protocol import TERMINAL_JOB_STATUSES, BatchStatus, DeliveryStatus, JobStatus
 
 logger = logging.getLogger(__name__)
-
-PENDING, DELIVERED, DELIVERY_FAILED, DISABLED = "pending", "delivered", "failed", "disabled"
-JOB_STORE_URL_ENV = "IMAGE_SERVICE_JOB_STORE_URL"
-
-
-def job_store_url(jobs: JobsConfig) -> str:
-    """$IMAGE_SERVICE_JOB_STORE_URL (keeps a password out of YAML), else the config's.
-    Read in each replica, where the cluster sets its environment."""
-    return os.environ.get(JOB_STORE_URL_ENV) or jobs.store_url
 
 
 def new_id(prefix: str) -> str:
@@ -76,13 +56,15 @@ def _dumps(value: Any) -> str | None:
 
 def _held(job_id: str, lease_token: str) -> ColumnElement[bool]:
     """The job is still running under this lease: the condition of every write a worker makes."""
-    return and_(jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == RUNNING)
+    return and_(
+        jobs.c.id == job_id, jobs.c.lease_token == lease_token, jobs.c.status == JobStatus.RUNNING
+    )
 
 
 def _requeued(run_after: float, **more: Any) -> dict[str, Any]:
     """Column values of a job handed back to the queue: no worker, no lease."""
     return {
-        "status": QUEUED,
+        "status": JobStatus.QUEUED,
         "worker_id": None,
         "lease_token": None,
         "lease_expires_at": None,
@@ -103,8 +85,10 @@ def _ended(status: str, now: float, **more: Any) -> dict[str, Any]:
 
 
 class JobStore:
-    def __init__(self, url: str):
+    def __init__(self, url: str, clock: Callable[[], float] = time.time):
         self.engine = open_engine(url)
+        # Epoch seconds; leases compare them across nodes (keep NTP time).
+        self.clock = clock
 
     def create_schema(self) -> None:
         create_tables(self.engine, metadata)
@@ -120,16 +104,14 @@ class JobStore:
 
     # --- Idempotency-Key ---------------------------------------------------------------
 
-    def reserve_key(
-        self, tenant: str, key: str, request_hash: str, lock_s: float, now: float | None = None
-    ) -> str | None:
+    def reserve_key(self, tenant: str, key: str, request_hash: str, lock_s: float) -> str | None:
         """Take an Idempotency-Key for a new request; None means: go on and create.
 
         Returns the id made under this key by an earlier, identical request. Raises
         422 when the key was used with another body, 409 while its first request is
         still being created.
         """
-        now = time.time() if now is None else now
+        now = self.clock()
         try:
             with self._write() as connection:
                 connection.execute(
@@ -153,18 +135,18 @@ class JobStore:
                 )
             ).one_or_none()
             if row is None:  # released between our insert and this read: try once more
-                return self.reserve_key(tenant, key, request_hash, lock_s, now)
+                return self.reserve_key(tenant, key, request_hash, lock_s)
             if row.request_hash != request_hash:
                 raise UnprocessableError(
                     "this Idempotency-Key was used with a different request body",
-                    code="idempotency_key_reused",
+                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 )
             if row.state == "done":
                 return row.resource_id
             if row.locked_until > now:
                 raise ConflictError(
                     "a request with this Idempotency-Key is still being processed; retry",
-                    code="idempotency_key_in_use",
+                    code=ErrorCode.IDEMPOTENCY_KEY_IN_USE,
                 )
             # Its creator died before finishing: take the key over.
             connection.execute(
@@ -174,9 +156,9 @@ class JobStore:
             )
             return None
 
-    def expire_keys(self, older_than_s: float, now: float | None = None) -> int:
+    def expire_keys(self, older_than_s: float) -> int:
         """Forget Idempotency-Keys older than `older_than_s` (kept at least a day)."""
-        now = time.time() if now is None else now
+        now = self.clock()
         with self._write() as connection:
             return connection.execute(
                 idempotency_keys.delete().where(
@@ -207,10 +189,9 @@ class JobStore:
         batch_callback_url: str | None = None,
         batch_metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
-        now: float | None = None,
     ) -> None:
         """Insert jobs (and their batch) and settle the Idempotency-Key, all or nothing."""
-        now = time.time() if now is None else now
+        now = self.clock()
         tenant = new_jobs[0].tenant
         with self._write() as connection:
             if batch_id is not None:
@@ -218,7 +199,7 @@ class JobStore:
                     insert(batches).values(
                         id=batch_id,
                         tenant=tenant,
-                        status="in_progress",
+                        status=BatchStatus.IN_PROGRESS,
                         callback_url=batch_callback_url,
                         client_metadata=_dumps(batch_metadata),
                         total=len(new_jobs),
@@ -236,7 +217,7 @@ class JobStore:
                         "client_metadata": _dumps(job.client_metadata),
                         "callback_url": job.callback_url,
                         "batch_id": batch_id,
-                        "status": QUEUED,
+                        "status": JobStatus.QUEUED,
                         "attempts": 0,
                         "max_attempts": max_attempts,
                         "run_after": now,
@@ -301,14 +282,14 @@ class JobStore:
 
     def queue_position(self, job: JobRecord) -> int | None:
         """Queued jobs ahead of this one, across tenants (0 = next)."""
-        if job.status != QUEUED:
+        if job.status != JobStatus.QUEUED:
             return None
         with self._read() as connection:
             return connection.execute(
                 select(func.count())
                 .select_from(jobs)
                 .where(
-                    jobs.c.status == QUEUED,
+                    jobs.c.status == JobStatus.QUEUED,
                     tuple_(jobs.c.created_at, jobs.c.id) < tuple_(job.created_at, job.id),
                 )
             ).scalar_one()
@@ -356,22 +337,24 @@ class JobStore:
 
     # --- cancel -----------------------------------------------------------------------------
 
-    def cancel_job(self, tenant: str, job_id: str, now: float | None = None) -> JobRecord:
+    def cancel_job(self, tenant: str, job_id: str) -> JobRecord:
         """Queued or running → canceled. A canceled job stays canceled (repeat is harmless)."""
-        now = time.time() if now is None else now
+        now = self.clock()
         with self._write() as connection:
             row = connection.execute(
                 update(jobs)
                 .where(
                     jobs.c.id == job_id,
                     jobs.c.tenant == tenant,
-                    jobs.c.status.in_((QUEUED, RUNNING)),
+                    jobs.c.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
                 )
                 .values(
                     **_ended(
-                        CANCELED,
+                        JobStatus.CANCELED,
                         now,
-                        error=_dumps({"code": "canceled", "message": "canceled by the client"}),
+                        error=_dumps(
+                            {"code": ErrorCode.CANCELED, "message": "canceled by the client"}
+                        ),
                     )
                 )
                 .returning(*jobs.c)
@@ -382,30 +365,28 @@ class JobStore:
                 return job
         job = self.get_job(job_id, tenant)
         if job is None:
-            raise NotFoundError(f"no job {job_id!r}", code="job_not_found", param="job_id")
-        if job.status != CANCELED:
+            raise NotFoundError(f"no job {job_id!r}", code=ErrorCode.JOB_NOT_FOUND, param="job_id")
+        if job.status != JobStatus.CANCELED:
             raise ConflictError(
                 f"job {job_id!r} already {job.status}; only queued or running jobs can be canceled",
-                code="job_not_cancelable",
+                code=ErrorCode.JOB_NOT_CANCELABLE,
             )
         return job
 
     # --- the runner's side: claim, heartbeat, finish, sweep ----------------------------------
 
-    def claim_jobs(
-        self, worker_id: str, limit: int, lease_s: float, now: float | None = None
-    ) -> list[JobRecord]:
+    def claim_jobs(self, worker_id: str, limit: int, lease_s: float) -> list[JobRecord]:
         """Take up to `limit` queued jobs, oldest first, under a fresh lease each."""
         if limit <= 0:
             return []
-        now = time.time() if now is None else now
+        now = self.clock()
         rows = self._claim_rows(
             jobs,
-            [jobs.c.status == QUEUED, jobs.c.run_after <= now],
+            [jobs.c.status == JobStatus.QUEUED, jobs.c.run_after <= now],
             [jobs.c.created_at, jobs.c.id],
             limit,
             {
-                "status": RUNNING,
+                "status": JobStatus.RUNNING,
                 "worker_id": worker_id,
                 "lease_token": secrets.token_hex(16),
                 "lease_expires_at": now + lease_s,
@@ -440,11 +421,9 @@ class JobStore:
                 .returning(*table.c)
             ).all()
 
-    def heartbeat(
-        self, job_id: str, lease_token: str, lease_s: float, now: float | None = None
-    ) -> bool:
+    def heartbeat(self, job_id: str, lease_token: str, lease_s: float) -> bool:
         """Extend a lease; False when the job is no longer ours (canceled or swept)."""
-        now = time.time() if now is None else now
+        now = self.clock()
         with self._write() as connection:
             updated = connection.execute(
                 update(jobs)
@@ -458,7 +437,7 @@ class JobStore:
         with self._write() as connection:
             connection.execute(
                 update(jobs)
-                .where(jobs.c.id.in_(job_ids), jobs.c.status == RUNNING)
+                .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.RUNNING)
                 .values(progress_step=step, progress_total=total)
             )
 
@@ -469,14 +448,13 @@ class JobStore:
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-        now: float | None = None,
     ) -> JobRecord | None:
         """running → succeeded (with result) or failed (with error), if the lease is still ours.
 
         None means the job was canceled or taken over meanwhile; nothing was written.
         """
-        now = time.time() if now is None else now
-        status = SUCCEEDED if error is None else FAILED
+        now = self.clock()
+        status = JobStatus.SUCCEEDED if error is None else JobStatus.FAILED
         values = _ended(status, now, result=_dumps(result), error=_dumps(error))
         if result is not None:
             values["progress_step"] = values["progress_total"] = result.get("steps")
@@ -498,17 +476,16 @@ class JobStore:
         delay_s: float,
         error: dict[str, Any],
         count_attempt: bool = True,
-        now: float | None = None,
     ) -> JobRecord | None:
         """A transient failure: back to the queue after `delay_s`, or failed when the job
         has used its attempts. A full model queue is waited out without counting one
         (`count_attempt=False`): the job was never run."""
-        now = time.time() if now is None else now
+        now = self.clock()
         job = self.get_job(job_id)
-        if job is None or job.lease_token != lease_token or job.status != RUNNING:
+        if job is None or job.lease_token != lease_token or job.status != JobStatus.RUNNING:
             return None
         if count_attempt and job.attempts >= job.max_attempts:
-            return self.finish_job(job_id, lease_token, error=error, now=now)
+            return self.finish_job(job_id, lease_token, error=error)
         with self._write() as connection:
             row = connection.execute(
                 update(jobs)
@@ -524,20 +501,22 @@ class JobStore:
             ).one_or_none()
         return JobRecord.from_row(row) if row is not None else None
 
-    def sweep_expired(self, now: float | None = None) -> tuple[int, int]:
+    def sweep_expired(self) -> tuple[int, int]:
         """Running jobs whose lease ran out (their worker died): re-queue them, or fail
         those that have used their attempts. Returns (requeued, failed)."""
-        now = time.time() if now is None else now
+        now = self.clock()
         requeued = failed = 0
         with self._write() as connection:
             expired = connection.execute(
                 select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts)
-                .where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+                .where(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires_at < now)
                 .with_for_update(skip_locked=True)
             ).all()
             for job_id, attempts, max_attempts in expired:
                 still_expired = and_(
-                    jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.lease_expires_at < now
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.RUNNING,
+                    jobs.c.lease_expires_at < now,
                 )
                 if attempts >= max_attempts:
                     row = connection.execute(
@@ -545,11 +524,11 @@ class JobStore:
                         .where(still_expired)
                         .values(
                             **_ended(
-                                FAILED,
+                                JobStatus.FAILED,
                                 now,
                                 error=_dumps(
                                     {
-                                        "code": "worker_lost",
+                                        "code": ErrorCode.WORKER_LOST,
                                         "message": f"the worker running this job was lost "
                                         f"{attempts} times",
                                     }
@@ -571,13 +550,13 @@ class JobStore:
             )
         return requeued, failed
 
-    def release_jobs(self, worker_id: str, now: float | None = None) -> int:
+    def release_jobs(self, worker_id: str) -> int:
         """A worker stopping on purpose hands its running jobs back, attempt not counted."""
-        now = time.time() if now is None else now
+        now = self.clock()
         with self._write() as connection:
             return connection.execute(
                 update(jobs)
-                .where(jobs.c.worker_id == worker_id, jobs.c.status == RUNNING)
+                .where(jobs.c.worker_id == worker_id, jobs.c.status == JobStatus.RUNNING)
                 .values(**_requeued(now, attempts=jobs.c.attempts - 1))
             ).rowcount
 
@@ -599,15 +578,15 @@ class JobStore:
         batch_row = connection.execute(
             select(batches).where(batches.c.id == job.batch_id).with_for_update()
         ).one()
-        if batch_row.status != "in_progress":
+        if batch_row.status != BatchStatus.IN_PROGRESS:
             return
         counts = self._batch_counts(connection, job.batch_id)
-        if any(status not in TERMINAL for status in counts):
+        if any(status not in TERMINAL_JOB_STATUSES for status in counts):
             return
         connection.execute(
             update(batches)
             .where(batches.c.id == job.batch_id)
-            .values(status="completed", finished_at=now)
+            .values(status=BatchStatus.COMPLETED, finished_at=now)
         )
         if batch_row.callback_url:
             finished = connection.execute(select(batches).where(batches.c.id == job.batch_id)).one()
@@ -642,22 +621,20 @@ class JobStore:
                 event=event_name,
                 url=url,
                 payload=json.dumps(event_payload(event_name, data, now), separators=(",", ":")),
-                status=PENDING,
+                status=DeliveryStatus.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
             )
         )
 
-    def claim_deliveries(
-        self, limit: int, lease_s: float, now: float | None = None
-    ) -> list[DeliveryRecord]:
+    def claim_deliveries(self, limit: int, lease_s: float) -> list[DeliveryRecord]:
         """Due deliveries, each under a lease so two runners never send one at once."""
-        now = time.time() if now is None else now
+        now = self.clock()
         rows = self._claim_rows(
             webhook_deliveries,
             [
-                webhook_deliveries.c.status == PENDING,
+                webhook_deliveries.c.status == DeliveryStatus.PENDING,
                 webhook_deliveries.c.next_attempt_at <= now,
                 or_(
                     webhook_deliveries.c.lease_expires_at.is_(None),
@@ -679,10 +656,9 @@ class JobStore:
         status_code: int | None,
         error: str | None,
         next_attempt_at: float | None,
-        now: float | None = None,
     ) -> None:
         """One attempt's outcome: delivered, failed for good, disabled, or pending again."""
-        now = time.time() if now is None else now
+        now = self.clock()
         values: dict[str, Any] = {
             "status": status,
             "attempts": webhook_deliveries.c.attempts + 1,
@@ -693,7 +669,7 @@ class JobStore:
         }
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        if status == DELIVERED:
+        if status == DeliveryStatus.DELIVERED:
             values["delivered_at"] = now
         with self._write() as connection:
             connection.execute(

@@ -7,14 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from serve_app.jobs.records import (
-    QUEUED,
-    RUNNING,
-    TERMINAL,
-    BatchRecord,
-    DeliveryRecord,
-    JobRecord,
-)
+from serve_app.jobs.records import BatchRecord, DeliveryRecord, JobRecord
+from serve_app.protocol import DeliveryStatus, JobStatus
 
 
 def _seconds(start: float | None, end: float | None) -> float | None:
@@ -58,7 +52,7 @@ def job_object(
         },
         "attempts": job.attempts,
         "progress": progress,
-        "queue_position": queue_position if job.status == QUEUED else None,
+        "queue_position": queue_position if job.status == JobStatus.QUEUED else None,
         "batch_id": job.batch_id,
         "metadata": job.client_metadata,
         "result": result,
@@ -75,7 +69,9 @@ def delivery_object(delivery: DeliveryRecord) -> dict[str, Any]:
         "attempts": delivery.attempts,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
-        "next_attempt_at": int(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "next_attempt_at": int(delivery.next_attempt_at)
+        if delivery.status == DeliveryStatus.PENDING
+        else None,
         "delivered_at": int(delivery.delivered_at) if delivery.delivered_at else None,
     }
 
@@ -83,7 +79,7 @@ def delivery_object(delivery: DeliveryRecord) -> dict[str, Any]:
 def batch_object(
     batch: BatchRecord, job_ids: list[str] | None = None, delivery: DeliveryRecord | None = None
 ) -> dict[str, Any]:
-    counts = {status: batch.counts.get(status, 0) for status in (QUEUED, RUNNING, *TERMINAL)}
+    counts = {status.value: batch.counts.get(status, 0) for status in JobStatus}
     return {
         "id": batch.id,
         "object": "batch",

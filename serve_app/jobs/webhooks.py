@@ -26,9 +26,16 @@ from secrets import token_bytes
 
 import httpx
 
-from serve_app.errors import InvalidRequestError
+from serve_app.config import WebhookConfig
+from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.security.pinned import pinned_client, send_pinned, tls_failure
 from serve_app.security.ssrf import UrlPolicy
+
+
+def callback_policy(webhooks: WebhookConfig) -> UrlPolicy:
+    """Where callbacks may go: the image URLs' SSRF rules, with the webhooks' own exemptions."""
+    return UrlPolicy(allow_http=webhooks.allow_http, allowlist=webhooks.allowed_hosts)
+
 
 SECRET_PREFIX = "whsec_"
 # The spec: symmetric secrets are 24 to 64 random bytes.
@@ -173,7 +180,9 @@ class WebhookSender:
         except InvalidRequestError as exc:
             # DNS may recover; a refused or malformed URL will not.
             reason = exc.message.removeprefix(f"{CALLBACK_PARAM}: ")
-            return _failure(f"callback URL refused: {reason}", retry=exc.code == "url_unresolvable")
+            return _failure(
+                f"callback URL refused: {reason}", retry=exc.code == ErrorCode.URL_UNRESOLVABLE
+            )
         try:
             return await send_pinned(client, "POST", checked, headers, content=body)
         except httpx.ConnectError as exc:

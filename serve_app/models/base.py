@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from serve_app.families import FAMILIES, FamilyTraits
 from serve_app.models.spec import GenerationSpec
 
 
@@ -16,19 +17,16 @@ class PipelineFamily:
     """One diffusers pipeline family: how to build it tiny, load it, and call it for a batch.
 
     TextToImageFamily and ImageEditFamily (edit_base.py) add what their task's call needs.
+    What a family is (task, sizes, batching, ...) is its row in the family table.
     """
 
     name: ClassVar[str]
-    task: ClassVar[str]
-    # Width and height must be multiples of this (VAE factor times patch size).
-    size_multiple: ClassVar[int] = 8
-    supports_negative_prompt: ClassVar[bool] = True
-    # False where a batched item can differ from the same request run alone.
-    batch_equals_solo: ClassVar[bool] = True
-    # False where one pipeline call takes one prompt, so requests cannot share a call.
-    batches_requests: ClassVar[bool] = True
-    # False where the pipeline takes no `callback_on_step_end` (no progress per step).
-    reports_steps: ClassVar[bool] = True
+    traits: ClassVar[FamilyTraits]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls.traits = FAMILIES[cls.name]
 
     def pipeline_class(self) -> type:
         raise NotImplementedError
@@ -51,7 +49,7 @@ class PipelineFamily:
 
     def step_arguments(self, on_step: Callable[[int], None] | None) -> dict[str, Any]:
         """The pipeline keyword that reports steps, where the family has one."""
-        if on_step is None or not self.reports_steps:
+        if on_step is None or not self.traits.reports_steps:
             return {}
 
         def callback(_pipeline, step_index, _timestep, callback_kwargs):
@@ -79,8 +77,6 @@ def to_uint8(images: Any) -> list[np.ndarray]:
 
 
 class TextToImageFamily(PipelineFamily):
-    task = "text-to-image"
-
     def call_arguments(
         self, first: GenerationSpec, prompts: list[str], negative_prompts: list[str] | None
     ) -> dict[str, Any]:

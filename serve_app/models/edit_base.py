@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from serve_app.families import Batching
 from serve_app.models.base import (
     PipelineFamily,
     check_one_batch_key,
@@ -24,14 +25,9 @@ class ImageEditFamily(PipelineFamily):
 
     The Gateway hands every request over at its working size (the output size), so a
     family never resizes on its own: pipelines that would rescale to ~1 MP are told to
-    keep the prepared size. Where `batches_requests` is False, a request's n images
+    keep the prepared size. Where the family batches per request, a request's n images
     still come from one call (num_images_per_prompt).
     """
-
-    task = "image-edit"
-    size_multiple = 16
-    # Images one request may give (several only where the model composes references).
-    max_input_images: ClassVar[int] = 1
 
     def call_arguments(self, specs: list[EditSpec]) -> dict[str, Any]:
         """Keyword arguments for one pipeline call; batch_key() equality is checked already."""
@@ -49,7 +45,7 @@ class ImageEditFamily(PipelineFamily):
         has a mask, pixels outside it are the input's own, exactly.
         """
         check_one_batch_key(specs)
-        if not self.batches_requests and len(specs) != 1:
+        if self.traits.batching is Batching.PER_REQUEST and len(specs) != 1:
             raise ValueError(f"{self.name} runs one request per pipeline call")
         arguments = self.call_arguments(specs)
         output = self.call_pipeline(

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from serve_app.config import ModelConfig, parse_size
-from serve_app.errors import ServiceUnavailableError
+from serve_app.errors import ErrorCode, ServiceUnavailableError
+from serve_app.families import Batching, Task
 from serve_app.images import encode_image
 from serve_app.models.loading import load_model
 from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec
@@ -69,9 +70,7 @@ class ModelEngine:
         `record=False` keeps a call (the warm-up) out of the metrics.
         """
         family = self.model.family
-        # Families whose batched output depends on the neighbours, or whose pipeline takes
-        # one prompt per call, run each request alone.
-        shares_calls = family.batch_equals_solo and family.batches_requests
+        shares_calls = family.traits.batching is Batching.SHARED
         groups: dict[tuple, list[int]] = {}
         for index, spec in enumerate(specs):
             key = spec.batch_key() if shares_calls else (index,)
@@ -89,7 +88,7 @@ class ModelEngine:
                 error = ServiceUnavailableError(
                     f"model {self.config.name!r} ran out of GPU memory; retry with fewer or "
                     "smaller images",
-                    code="model_out_of_memory",
+                    code=ErrorCode.MODEL_OUT_OF_MEMORY,
                 )
                 for index in indices:
                     results[index] = error
@@ -120,7 +119,7 @@ class ModelEngine:
         width, height = parse_size(self.config.defaults.size)
         defaults = self.config.defaults
         spec: ModelSpec
-        if self.model.family.task == "image-edit":
+        if self.model.family.traits.task is Task.IMAGE_EDIT:
             gray = np.full((height, width, 3), 128, dtype=np.uint8)
             spec = EditSpec("warm-up", None, (gray,), None, 1, defaults.guidance_scale, None, (0,))
         else:
@@ -133,7 +132,7 @@ class ModelEngine:
         name = self.config.name
         self.metrics.batch_formed(name, images)
         self.metrics.stage_time("model", name, seconds)
-        self.metrics.images_generated(name, self.model.family.task, images)
+        self.metrics.images_generated(name, self.model.family.traits.task, images)
 
     def encode(self, spec: ModelSpec, result: BatchResult) -> list[GeneratedImage]:
         with self.metrics.timed("encode", self.config.name):
@@ -158,7 +157,7 @@ class ModelEngine:
         info = {
             "model": self.config.name,
             "family": self.config.family,
-            "task": self.model.family.task,
+            "task": self.model.family.traits.task,
             "device": self.model.device,
             "dtype": self.model.dtype,
             "load_seconds": round(self.load_seconds, 3),

@@ -78,13 +78,6 @@ def glm_tokenizer() -> Qwen2Tokenizer:
 
 class GlmImageFamily(TextToImageFamily):
     name = "glm-image"
-    # The AR model writes one token per 32x32 pixels (VAE factor 8, patch 2, tokens upsampled 2x).
-    size_multiple = 32
-    # The pipeline takes no negative prompt: guidance contrasts against an empty glyph prompt.
-    supports_negative_prompt = False
-    # The AR stage seeds torch's global RNG from generator[0] and samples every row of the batch
-    # from that one stream, so a batched image's prior tokens depend on its neighbours.
-    batch_equals_solo = False
 
     def pipeline_class(self) -> type:
         return GlmImagePipeline

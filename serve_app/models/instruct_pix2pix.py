@@ -20,7 +20,6 @@ from serve_app.models.tiny_vae import tiny_vae
 
 class InstructPix2PixFamily(ImageEditFamily):
     name = "instruct-pix2pix"
-    size_multiple = 8
 
     def pipeline_class(self) -> type:
         return StableDiffusionInstructPix2PixPipeline

@@ -3,6 +3,7 @@ custom weights."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
@@ -14,9 +15,9 @@ from typing import Any
 import torch
 
 from serve_app.config import ModelConfig
+from serve_app.families import FAMILIES
 from serve_app.models.base import PipelineFamily
 from serve_app.models.custom_weights import WeightsReport, load_custom_weights
-from serve_app.models.registry import family_for
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ class LoadedModel:
     dtype: str
     checkpoint: str
     weights_report: WeightsReport | None = None
+
+
+def family_for(name: str) -> PipelineFamily:
+    """The family's code, imported here only: the Gateway never loads torch."""
+    module_name, class_name = FAMILIES[name].implementation.split(":")
+    return getattr(importlib.import_module(module_name), class_name)()
 
 
 def ensure_tiny_checkpoint(family: PipelineFamily, cache_dir: Path) -> Path:

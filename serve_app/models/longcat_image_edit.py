@@ -32,10 +32,6 @@ from serve_app.models.tiny_vae import tiny_vae
 
 class LongCatImageEditFamily(ImageEditFamily):
     name = "longcat-image-edit"
-    size_multiple = 16
-    batches_requests = False
-    # Its pipeline takes no step callback: a job's progress moves only when it ends.
-    reports_steps = False
 
     def pipeline_class(self) -> type:
         return LongCatImageEditPipeline

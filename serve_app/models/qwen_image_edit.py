@@ -38,8 +38,6 @@ DEFAULT_NEGATIVE_PROMPT = " "
 
 class QwenImageEditFamily(ImageEditFamily):
     name = "qwen-image-edit"
-    # VAE factor 8 times the transformer's 2x2 patches.
-    size_multiple = 16
 
     def pipeline_class(self) -> type:
         return QwenImageEditPipeline
@@ -105,8 +103,6 @@ class QwenImageEditFamily(ImageEditFamily):
 
 class QwenImageEditPlusFamily(QwenImageEditFamily):
     name = "qwen-image-edit-plus"
-    max_input_images = 3
-    batches_requests = False
 
     def pipeline_class(self) -> type:
         return QwenImageEditPlusPipeline

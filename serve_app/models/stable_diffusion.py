@@ -20,7 +20,6 @@ from serve_app.models.tiny_vae import tiny_vae
 
 class StableDiffusionFamily(TextToImageFamily):
     name = "stable-diffusion"
-    size_multiple = 8
 
     def pipeline_class(self) -> type:
         return AutoPipelineForText2Image

@@ -21,8 +21,6 @@ from serve_app.models.tiny_vae import tiny_vae
 
 class ZImageFamily(TextToImageFamily):
     name = "z-image"
-    # VAE factor 8 times the transformer's 2x2 patches.
-    size_multiple = 16
 
     def pipeline_class(self) -> type:
         return ZImagePipeline

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel
-
-from serve_app.models.spec import GenerationResult
 
 DEFAULT_PROMPT_CHARS = 80
 # Unmatched paths are attacker-chosen: keep only a prefix.
@@ -53,16 +52,14 @@ class RequestNotes:
     image_sha256: list[str] = field(default_factory=list)
     batch_images: int | None = None
 
+    def request(self, *, model: str | None, prompt: str | None) -> None:
+        self.model, self.prompt = model, prompt
 
-def note_request(notes: RequestNotes, *, model: str | None, prompt: str | None) -> None:
-    notes.model = model
-    notes.prompt = prompt
-
-
-def note_result(notes: RequestNotes, model: str, result: GenerationResult) -> None:
-    notes.model = model
-    notes.image_sha256 = [hashlib.sha256(image.data).hexdigest() for image in result.images]
-    notes.batch_images = result.batch_images
+    def result(self, model: str, images: Iterable[bytes], batch_images: int) -> None:
+        """The images answered, by digest only, and the batch they were made in."""
+        self.model = model
+        self.image_sha256 = [hashlib.sha256(data).hexdigest() for data in images]
+        self.batch_images = batch_images
 
 
 def prompt_excerpt(prompt: str | None, limit: int) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve_app.errors import InvalidRequestError
+from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.prompts.engine import render_template, template_fields
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -84,7 +84,8 @@ class PromptRequest(CatalogModel):
     prompt: str
     negative_prompt: str | None = None
     template: str | None = None
-    variables: dict[str, str] = {}
+    # None: not given (given without a template, it is refused).
+    variables: dict[str, str] | None = None
     style: str | None = None
     brand: str | None = None
 
@@ -141,15 +142,15 @@ class PromptCatalog(CatalogModel):
                 )
             size = template.size
             style_name = style_name or template.style
-        elif request.variables:
+        elif request.variables is not None:
             raise InvalidRequestError(
                 "variables are only used with a template",
-                code="unexpected_variables",
+                code=ErrorCode.UNEXPECTED_VARIABLES,
                 param="variables",
             )
         if not prompt:
             raise InvalidRequestError(
-                "prompt must not be empty", code="empty_prompt", param="prompt"
+                "prompt must not be empty", code=ErrorCode.EMPTY_PROMPT, param="prompt"
             )
 
         steps = guidance_scale = None
@@ -184,21 +185,24 @@ class PromptCatalog(CatalogModel):
                 return item
         known = ", ".join(item.name for item in items) or "none"
         raise InvalidRequestError(
-            f"unknown {kind} {name!r}; available: {known}", code=f"{kind}_not_found", param=kind
+            f"unknown {kind} {name!r}; available: {known}",
+            code=ErrorCode(f"{kind}_not_found"),
+            param=kind,
         )
 
     def _values(self, template: PromptTemplate, request: PromptRequest) -> dict[str, str]:
-        unknown = set(request.variables) - set(template.variables)
+        given = request.variables or {}
+        unknown = set(given) - set(template.variables)
         if unknown:
             raise InvalidRequestError(
                 f"template {template.name!r} has no variable(s) {sorted(unknown)}; "
                 f"it takes {sorted(template.variables)}",
-                code="unknown_variable",
+                code=ErrorCode.UNKNOWN_VARIABLE,
                 param="variables",
             )
         values = {"prompt": request.prompt.strip()}
         for name, spec in template.variables.items():
-            value = request.variables.get(name, spec.default)
+            value = given.get(name, spec.default)
             if value is None:
                 if spec.required:
                     continue  # render_template reports it by name
@@ -206,7 +210,7 @@ class PromptCatalog(CatalogModel):
             if len(value) > spec.max_length:
                 raise InvalidRequestError(
                     f"variable {name!r} is longer than {spec.max_length} characters",
-                    code="variable_too_long",
+                    code=ErrorCode.VARIABLE_TOO_LONG,
                     param=f"variables.{name}",
                 )
             values[name] = value.strip()
@@ -228,7 +232,7 @@ class PromptCatalog(CatalogModel):
             if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", prompt, flags=re.IGNORECASE):
                 raise InvalidRequestError(
                     f"the prompt uses {term!r}, which brand {brand.name!r} does not allow",
-                    code="banned_term",
+                    code=ErrorCode.BANNED_TERM,
                     param="prompt",
                 )
 

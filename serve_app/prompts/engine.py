@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import string
 
-from serve_app.errors import InvalidRequestError
+from serve_app.errors import ErrorCode, InvalidRequestError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _FORMATTER = string.Formatter()
@@ -58,7 +58,7 @@ def render_template(text: str, values: dict[str, str]) -> str:
         if field not in values:
             raise InvalidRequestError(
                 f"template variable {field!r} is missing",
-                code="missing_variable",
+                code=ErrorCode.MISSING_VARIABLE,
                 param=f"variables.{field}",
             )
         parts.append(values[field])

@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from serve_app.errors import InvalidRequestError, PayloadTooLargeError
+from serve_app.errors import ErrorCode, InvalidRequestError, PayloadTooLargeError
 from serve_app.security.pinned import pinned_client, send_pinned, tls_failure
 from serve_app.security.ssrf import CheckedUrl, UrlPolicy
 
@@ -25,9 +25,9 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ACCEPT = "image/png, image/jpeg, image/webp;q=0.9, */*;q=0.1"
 # The policy's codes, as the image endpoints name them.
 _POLICY_CODES = {
-    "url_invalid": "image_url_invalid",
-    "url_forbidden": "image_url_forbidden",
-    "url_unresolvable": "image_url_fetch_failed",
+    ErrorCode.URL_INVALID: ErrorCode.IMAGE_URL_INVALID,
+    ErrorCode.URL_FORBIDDEN: ErrorCode.IMAGE_URL_FORBIDDEN,
+    ErrorCode.URL_UNRESOLVABLE: ErrorCode.IMAGE_URL_FETCH_FAILED,
 }
 
 
@@ -81,7 +81,7 @@ class SafeFetcher:
         try:
             return await self.policy.check_async(url, param=param)
         except InvalidRequestError as exc:
-            code = _POLICY_CODES.get(exc.code or "", exc.code)
+            code = _POLICY_CODES.get(exc.code, exc.code) if exc.code else None
             raise InvalidRequestError(exc.message, code=code, param=param) from None
 
     async def _get(self, checked: CheckedUrl, param: str) -> FetchedImage | str:
@@ -144,12 +144,14 @@ class SafeFetcher:
 
 
 def _failed(param: str, message: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{param}: {message}", code="image_url_fetch_failed", param=param)
+    return InvalidRequestError(
+        f"{param}: {message}", code=ErrorCode.IMAGE_URL_FETCH_FAILED, param=param
+    )
 
 
 def _too_large(param: str, max_bytes: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"{param}: the image at the URL is larger than {max_bytes} bytes",
-        code="image_too_large",
+        code=ErrorCode.IMAGE_TOO_LARGE,
         param=param,
     )

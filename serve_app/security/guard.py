@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from serve_app.config import AppConfig, AuthConfig, RateLimitConfig
 from serve_app.errors import (
     AuthenticationError,
+    ErrorCode,
     PermissionDeniedError,
     RateLimitError,
     ServiceError,
@@ -67,7 +68,7 @@ def presented_key(headers: dict[str, str]) -> str | None:
             raise Refusal(
                 AuthenticationError(
                     "use 'Authorization: Bearer <key>' or the x-api-key header",
-                    code="invalid_authorization_header",
+                    code=ErrorCode.INVALID_AUTHORIZATION_HEADER,
                 ),
                 {"WWW-Authenticate": BEARER_CHALLENGE},
             )
@@ -126,7 +127,7 @@ class Guard:
                 raise Refusal(
                     PermissionDeniedError(
                         "API keys are off on this server; it answers on loopback only",
-                        code="anonymous_access_refused",
+                        code=ErrorCode.ANONYMOUS_ACCESS_REFUSED,
                     )
                 )
             return None
@@ -136,7 +137,7 @@ class Guard:
             raise Refusal(
                 AuthenticationError(
                     "an API key is required: send 'Authorization: Bearer <key>'",
-                    code="missing_api_key",
+                    code=ErrorCode.MISSING_API_KEY,
                 ),
                 challenge,
             )
@@ -144,7 +145,7 @@ class Guard:
         if principal is None:
             raise Refusal(
                 AuthenticationError(
-                    "the API key is invalid, revoked or expired", code="invalid_api_key"
+                    "the API key is invalid, revoked or expired", code=ErrorCode.INVALID_API_KEY
                 ),
                 {"WWW-Authenticate": BEARER_CHALLENGE + ', error="invalid_token"'},
             )
@@ -152,7 +153,7 @@ class Guard:
             raise Refusal(
                 PermissionDeniedError(
                     f"this API key lacks the {access!r} scope this route needs",
-                    code="insufficient_scope",
+                    code=ErrorCode.INSUFFICIENT_SCOPE,
                 ),
                 {
                     "WWW-Authenticate": BEARER_CHALLENGE
@@ -186,7 +187,7 @@ class Guard:
                 raise Refusal(
                     ServiceUnavailableError(
                         "rate limiting is unavailable; retry shortly",
-                        code="rate_limiter_unavailable",
+                        code=ErrorCode.RATE_LIMITER_UNAVAILABLE,
                     ),
                     {"Retry-After": "1"},
                 ) from None
@@ -201,10 +202,10 @@ class Guard:
         if admission.status == "concurrency_limited":
             return RateLimitError(
                 "too many requests in flight for this tenant; retry when one finishes",
-                code="concurrency_limit_exceeded",
+                code=ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
             )
         return RateLimitError(
-            "request rate limit reached for this tenant", code="rate_limit_exceeded"
+            "request rate limit reached for this tenant", code=ErrorCode.RATE_LIMIT_EXCEEDED
         )
 
     @staticmethod

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from serve_app import environment
 from serve_app.security.scopes import Scope
 
 KEY_PATTERN = re.compile(r"^sk-([a-z0-9]{12})-([A-Za-z0-9_-]{43})$")
@@ -49,13 +49,13 @@ class KeyHasher:
 
 
 def pepper_from_environment(variable: str) -> bytes:
-    value = os.environ.get(variable, "")
-    if len(value.encode()) < MIN_PEPPER_BYTES:
+    value = environment.key_pepper(variable)
+    if len(value) < MIN_PEPPER_BYTES:
         raise RuntimeError(
             f"API keys are on but ${variable} is unset or shorter than {MIN_PEPPER_BYTES} "
             "bytes; set it to the same long random secret for the Gateway and the admin CLI"
         )
-    return value.encode()
+    return value
 
 
 @dataclass(frozen=True)

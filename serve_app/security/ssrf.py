@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from serve_app.errors import InvalidRequestError
+from serve_app.errors import ErrorCode, InvalidRequestError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Iterable[str]]
@@ -246,14 +246,16 @@ def _allowlist_entry(entry: str) -> tuple[str, int | None]:
 
 
 def _invalid(param: str, message: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{param}: {message}", code="url_invalid", param=param)
+    return InvalidRequestError(f"{param}: {message}", code=ErrorCode.URL_INVALID, param=param)
 
 
 def _forbidden(param: str, message: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{param}: {message}", code="url_forbidden", param=param)
+    return InvalidRequestError(f"{param}: {message}", code=ErrorCode.URL_FORBIDDEN, param=param)
 
 
 def _unresolvable(param: str) -> InvalidRequestError:
     return InvalidRequestError(
-        f"{param}: the URL's host could not be resolved", code="url_unresolvable", param=param
+        f"{param}: the URL's host could not be resolved",
+        code=ErrorCode.URL_UNRESOLVABLE,
+        param=param,
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from serve_app import environment
 from serve_app.config import AppConfig
 from serve_app.storage.base import Storage
 from serve_app.storage.local import LocalStorage
-from serve_app.storage.signing import secret_from_environment
 
 
 def build_storage(config: AppConfig) -> Storage:
@@ -19,6 +19,6 @@ def build_storage(config: AppConfig) -> Storage:
     return LocalStorage(
         config.resolve_path(settings.root),
         url_ttl_s=settings.url_ttl_s,
-        signing_secret=(settings.signing_secret or "").encode() or secret_from_environment(),
+        signing_secret=(settings.signing_secret or "").encode() or environment.signing_secret(),
         public_base_url=settings.public_base_url,
     )

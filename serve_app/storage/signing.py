@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import time
 
 
@@ -29,9 +28,3 @@ class UrlSigner:
         # compare_digest raises on non-ASCII str; compare bytes instead.
         given = signature.encode("utf-8", "replace")
         return hmac.compare_digest(self._signature(key, expires).encode(), given)
-
-
-def secret_from_environment() -> bytes | None:
-    """$IMAGE_SERVICE_SIGNING_SECRET, the way a cluster passes the secret without a config file."""
-    value = os.environ.get("IMAGE_SERVICE_SIGNING_SECRET", "")
-    return value.encode() if value else None

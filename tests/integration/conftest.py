@@ -3,28 +3,19 @@ listeners on 127.0.0.1: an allowlisted image host and a "secret" one nothing may
 
 from __future__ import annotations
 
-import copy
-import io
-import socket
+import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-import yaml
-from PIL import Image
+from standardwebhooks import Webhook, WebhookVerificationError
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port, png_bytes, scratch_args
 
 
 class ImageHost:
@@ -60,13 +51,6 @@ class ImageHost:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
-    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def secret_host() -> ImageHost:
     """Stands for an internal service: no request may ever reach it."""
@@ -89,30 +73,56 @@ def image_host(secret_host) -> ImageHost:
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3cDzLKVWqb0="
 
 
-class WebhookReceiver:
-    """A loopback endpoint that records every delivery. Paths choose the answer:
-    /ok → 204, /flaky → 500 to the first two attempts of each message then 204,
-    /gone → 410, /moved → 302 to /ok (which must not be followed)."""
+@dataclass(frozen=True)
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    # Checked by the standardwebhooks package when it arrived, as a real receiver checks
+    # (its timestamp tolerance is five minutes from then, not from when a test looks).
+    verification_error: str | None
 
-    def __init__(self):
-        self.deliveries: list[tuple[str, dict[str, str], bytes]] = []
+    @property
+    def event(self) -> dict:
+        """The payload and its `webhook-id`; only for a delivery that verified."""
+        assert self.verification_error is None, self.verification_error
+        return {"id": self.headers["webhook-id"], **json.loads(self.body)}
+
+
+class WebhookReceiver:
+    """A loopback endpoint that verifies and records every delivery. Paths choose the answer
+    to one that verifies (one that does not gets 401): /ok → 204, /flaky → 500 to the first
+    two attempts of each message then 204, /gone → 410, /moved → 302 to /ok (which must not
+    be followed)."""
+
+    def __init__(self, secret: str):
+        self.deliveries: list[Delivery] = []
         self.lock = threading.Lock()
+        webhook = Webhook(secret)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    webhook.verify(body, headers)
+                    error = None
+                except WebhookVerificationError as failure:
+                    error = str(failure) or type(failure).__name__
                 with receiver.lock:
-                    receiver.deliveries.append((self.path, headers, body))
+                    receiver.deliveries.append(Delivery(self.path, headers, body, error))
                     tries = sum(
                         1
-                        for path, seen, _ in receiver.deliveries
-                        if path == self.path and seen.get("webhook-id") == headers.get("webhook-id")
+                        for seen in receiver.deliveries
+                        if seen.path == self.path
+                        and seen.headers.get("webhook-id") == headers.get("webhook-id")
                     )
                 status = {"/ok": 204, "/gone": 410, "/moved": 302}.get(self.path, 404)
                 if self.path == "/flaky":
                     status = 500 if tries <= 2 else 204
+                if error is not None:
+                    status = 401
                 self.send_response(status)
                 if status == 302:
                     self.send_header("Location", "/ok")
@@ -133,28 +143,25 @@ class WebhookReceiver:
     def url(self, path: str) -> str:
         return f"http://{self.host}{path}"
 
-    def received(self, path: str | None = None) -> list[tuple[str, dict[str, str], bytes]]:
+    def received(self, path: str | None = None) -> list[Delivery]:
         with self.lock:
-            return [d for d in self.deliveries if path is None or d[0] == path]
+            return [d for d in self.deliveries if path is None or d.path == path]
 
 
 @pytest.fixture(scope="session")
 def webhook_receiver() -> WebhookReceiver:
-    return WebhookReceiver()
+    return WebhookReceiver(WEBHOOK_SECRET)
 
 
 def integration_app_args(
     tmp_root: Path,
+    tiny_cache: Path,
     allowed_hosts: list[str] | None = None,
     webhook_hosts: list[str] | None = None,
 ) -> dict:
     """configs/local.yaml's args, with the GLM-Image family added and a slower batch window
     so that concurrent test requests reliably meet in one batch."""
-    local = yaml.safe_load((REPO / "configs/local.yaml").read_text())
-    args = copy.deepcopy(local["applications"][0]["args"])
-    args["templates_path"] = str(REPO / "configs/templates.yaml")
-    args["tiny_model_cache"] = str(tmp_root / "tiny-models")
-    args["storage"] = {"kind": "local", "root": str(tmp_root / "images"), "url_ttl_s": 600}
+    args = scratch_args(tmp_root, tiny_cache)
     args["gateway"] = {"max_request_bytes": 65536, "max_upload_bytes": 4 << 20}
     args["images"] = {
         "max_bytes": 1 << 20,
@@ -202,9 +209,10 @@ def integration_app_args(
 
 
 @pytest.fixture(scope="session")
-def app_args(tmp_path_factory, image_host, webhook_receiver) -> dict:
+def app_args(tmp_path_factory, tiny_cache, image_host, webhook_receiver) -> dict:
     return integration_app_args(
         tmp_path_factory.mktemp("serve"),
+        tiny_cache,
         allowed_hosts=[f"127.0.0.1:{image_host.port}"],
         webhook_hosts=[webhook_receiver.host],
     )

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tests.integration.helpers import pixels
+from tests.helpers import pixels
 
 pytestmark = pytest.mark.integration
 

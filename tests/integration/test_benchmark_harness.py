@@ -15,10 +15,9 @@ from PIL import Image
 from benchmarks.configs import bench_application, load_application, serve_config
 from benchmarks.load import run_closed_loop, run_open_loop
 from benchmarks.naive_server import running_naive_server
-from benchmarks.service import free_port
+from tests.helpers import REPO, free_port, local_serve_config
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_closed_loop_counts_requests_and_batches(base_url):
@@ -40,19 +39,19 @@ def test_open_loop_issues_every_arrival(base_url):
     assert row.concurrency >= 1  # the most requests in flight at once
 
 
-def local_config(tmp_path: Path, tiny_cache: str) -> Path:
+def local_config(tmp_path: Path, tiny_cache: Path) -> Path:
     """configs/local.yaml with the session's tiny models and a scratch image folder."""
-    raw = yaml.safe_load((REPO / "configs/local.yaml").read_text())
+    raw = local_serve_config()
     args = raw["applications"][0]["args"]
-    args["tiny_model_cache"] = tiny_cache
+    args["tiny_model_cache"] = str(tiny_cache)
     args["storage"]["root"] = str(tmp_path / "images")
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def test_naive_server_answers_one_image_per_call(app_args, tmp_path):
-    config = local_config(tmp_path, app_args["tiny_model_cache"])
+def test_naive_server_answers_one_image_per_call(tiny_cache, tmp_path):
+    config = local_config(tmp_path, tiny_cache)
     app = bench_application(load_application(config), "sd-tiny", 1, REPO)
     path = tmp_path / "naive.yaml"
     path.write_text(yaml.safe_dump(serve_config(app, free_port())))
@@ -62,8 +61,8 @@ def test_naive_server_answers_one_image_per_call(app_args, tmp_path):
     assert row.batch_images == {1: 4}  # no batching: every call makes one image
 
 
-def test_cpu_sweep_writes_json_markdown_and_plots(app_args, tmp_path):
-    config = local_config(tmp_path, app_args["tiny_model_cache"])
+def test_cpu_sweep_writes_json_markdown_and_plots(tiny_cache, tmp_path):
+    config = local_config(tmp_path, tiny_cache)
     out = tmp_path / "results"
     command = [sys.executable, "-m", "benchmarks.sweep", "--config", str(config)]
     command += ["--model", "sd-tiny", "--size", "64x64", "--steps", "2", "--threads", "1"]

@@ -10,8 +10,7 @@ import pytest
 
 from serve_app.images import ImageLimits
 from tests.bad_images import bad_base64, bad_images
-from tests.integration.conftest import png_bytes
-from tests.integration.helpers import assert_error
+from tests.helpers import assert_error, png_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import png_bytes
-from tests.integration.helpers import assert_error, decode, pixels
+from tests.helpers import assert_error, decode, pixels, png_bytes
 
 pytestmark = pytest.mark.integration
 

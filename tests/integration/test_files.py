@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from serve_app.storage import LocalStorage, job_result_key
-from tests.integration.helpers import assert_error
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.databases import postgres_schema_url
-from tests.integration.conftest import REPO, free_port
+from tests.helpers import REPO, free_port
 from tests.integration.jobs_helpers import generation_job, verified_events, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration

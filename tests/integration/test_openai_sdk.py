@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.helpers import decode
+from tests.helpers import decode
 
 pytestmark = pytest.mark.integration
 

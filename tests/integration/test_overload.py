@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.integration.helpers import assert_error
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import S3_TEST_CREDENTIALS, s3_client
+from tests.helpers import assert_error
 from tests.integration.conftest import deploy_and_wait
-from tests.integration.helpers import assert_error
 from tests.integration.jobs_helpers import generation_job, wait_for_job
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import redis
 
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher
+from tests.helpers import assert_error
 from tests.integration.conftest import integration_app_args
-from tests.integration.helpers import assert_error
 from tests.security_fixtures import REDIS_URL, fresh_redis_prefix
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ BURST_LIMIT = 10
 
 
 @pytest.fixture(scope="module")
-def secure(base_url, app_args, tmp_path_factory):
+def secure(base_url, tiny_cache, tmp_path_factory):
     """(URL of the secure app, its key store, issued keys by role, Redis key prefix)."""
     from ray import serve
 
@@ -35,9 +35,8 @@ def secure(base_url, app_args, tmp_path_factory):
     from serve_app.graph import compose
 
     root = tmp_path_factory.mktemp("secure")
-    args = integration_app_args(root)
+    args = integration_app_args(root, tiny_cache)
     args["models"] = [m for m in args["models"] if m["name"] == "sd-tiny"]
-    args["tiny_model_cache"] = app_args["tiny_model_cache"]  # built once by the shared app
     database_url = f"sqlite:///{root}/keys.db"
     args["auth"] = {"database_url": database_url, "pepper_env": PEPPER_ENV, "cache_ttl_s": 0}
     store = KeyStore.open(database_url, KeyHasher(PEPPER.encode()))

@@ -46,9 +46,9 @@ def test_every_real_model_builds_its_pipelines_parts():
 
 
 @pytest.fixture(scope="module")
-def sd_tiny(tmp_path_factory):
+def sd_tiny(tiny_cache):
     config = model_config(load_application(REPO / "configs/local.yaml"), "sd-tiny")
-    return load_model(config, tmp_path_factory.mktemp("tiny"))
+    return load_model(config, tiny_cache)
 
 
 def unet_flops(loaded, steps: int, guidance: float, seeds=(0,)) -> tuple[int, dict[str, int]]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from serve_app.config import ModelConfig
+from serve_app.families import Batching
 from serve_app.models.engine import ModelEngine
 from serve_app.models.spec import EditSpec
 
@@ -50,14 +51,9 @@ def edit(
     return EditSpec(prompt, None, tuple(images), mask, 2, guidance, None, tuple(seeds))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny-edit")
-
-
 @pytest.fixture(scope="module", params=EDIT_FAMILIES)
-def engine(request, cache):
-    return ModelEngine(edit_model(request.param), cache)
+def engine(request, tiny_cache):
+    return ModelEngine(edit_model(request.param), tiny_cache)
 
 
 def test_output_has_the_working_size_and_repeats_per_seed(engine):
@@ -82,7 +78,7 @@ def test_batched_requests_equal_solo_runs_or_run_alone(engine):
     together = engine.run_batch([a, b])
     alone = [engine.run_batch([spec])[0] for spec in (a, b)]
     family = engine.model.family
-    expected = 2 if family.batches_requests else 1
+    expected = 2 if family.traits.batching is Batching.SHARED else 1
     assert [r.batch_images for r in together] == [expected, expected]
     for batched, solo in zip(together, alone, strict=True):
         assert np.abs(batched.pixels[0].astype(int) - solo.pixels[0]).max() <= 1
@@ -107,8 +103,8 @@ def test_different_image_shapes_never_share_a_call(engine):
     assert results[1].pixels[0].shape == (64, 48, 3)
 
 
-def test_qwen_plus_composes_several_reference_images(cache):
-    engine = ModelEngine(edit_model("qwen-image-edit-plus"), cache)
+def test_qwen_plus_composes_several_reference_images(tiny_cache):
+    engine = ModelEngine(edit_model("qwen-image-edit-plus"), tiny_cache)
     refs = (picture(1), picture(2, 64, 64), picture(3, 32, 64))
     one = engine.run_batch([edit(images=refs[:1], seeds=(9,))])[0].pixels[0]
     three = engine.run_batch([edit(images=refs, seeds=(9,))])[0].pixels[0]
@@ -118,9 +114,9 @@ def test_qwen_plus_composes_several_reference_images(cache):
 
 
 @pytest.mark.parametrize("family", ["qwen-image-edit", "longcat-image-edit"])
-def test_tiny_checkpoints_name_the_upstream_processor_class(cache, family):
-    ModelEngine(edit_model(family), cache)
-    folder = next(cache.glob(f"{family}-v*"))
+def test_tiny_checkpoints_name_the_upstream_processor_class(tiny_cache, family):
+    ModelEngine(edit_model(family), tiny_cache)
+    folder = next(tiny_cache.glob(f"{family}-v*"))
     index = json.loads((folder / "model_index.json").read_text())
     component = "processor" if family == "qwen-image-edit" else "text_processor"
     assert index[component] == ["transformers", "Qwen2VLProcessor"]
@@ -128,7 +124,7 @@ def test_tiny_checkpoints_name_the_upstream_processor_class(cache, family):
     assert (folder / component / "tokenizer.json").is_file()
 
 
-def test_warmup_runs_an_edit_at_the_default_size(cache):
-    engine = ModelEngine(edit_model("instruct-pix2pix"), cache)
+def test_warmup_runs_an_edit_at_the_default_size(tiny_cache):
+    engine = ModelEngine(edit_model("instruct-pix2pix"), tiny_cache)
     engine.warmup()
     assert engine.health()["task"] == "image-edit"

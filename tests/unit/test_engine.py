@@ -28,25 +28,22 @@ def tiny_sd(**overrides) -> ModelConfig:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny")
-
-
-@pytest.fixture(scope="module")
-def engine(cache):
-    return ModelEngine(tiny_sd(), cache)
+def engine(tiny_cache):
+    return ModelEngine(tiny_sd(), tiny_cache)
 
 
 def spec(prompt="a cup", width=64, height=64, seeds=(1,), steps=2) -> GenerationSpec:
     return GenerationSpec(prompt, None, width, height, steps, 5.0, tuple(seeds))
 
 
-def test_tiny_build_is_reused_and_identical_across_loads(engine, cache):
-    again = ModelEngine(tiny_sd(), cache)
+def test_tiny_build_is_reused_and_identical_across_loads(engine, tiny_cache):
+    again = ModelEngine(tiny_sd(), tiny_cache)
     first = engine.run_batch([spec(seeds=(5,))])[0].pixels[0]
     second = again.run_batch([spec(seeds=(5,))])[0].pixels[0]
     assert np.array_equal(first, second)
-    assert len(list(cache.iterdir())) == 1  # built once, no leftover staging folders
+    # Built once, with no leftover staging folder (other families share the cache).
+    built = [p.name for p in tiny_cache.iterdir() if "stable-diffusion" in p.name]
+    assert built == ["stable-diffusion-v1"]
 
 
 def test_mixed_sizes_run_as_separate_calls_in_request_order(engine):
@@ -77,7 +74,7 @@ def test_encode_gives_one_file_per_image_with_its_seed(engine):
     assert all(image.data.startswith(b"\x89PNG") for image in images)
 
 
-def test_custom_weights_load_into_the_unet_with_prefixes_stripped(engine, cache, tmp_path):
+def test_custom_weights_load_into_the_unet_with_prefixes_stripped(engine, tiny_cache, tmp_path):
     unet = engine.model.pipeline.unet.state_dict()
     changed = {f"model.diffusion_model.{k}": torch.full_like(v, 0.01) for k, v in unet.items()}
     dropped = sorted(changed)[0]
@@ -86,7 +83,9 @@ def test_custom_weights_load_into_the_unet_with_prefixes_stripped(engine, cache,
     path = tmp_path / "style.safetensors"
     save_file(changed, str(path))
 
-    custom = ModelEngine(tiny_sd(custom_weights={"path": str(path), "component": "unet"}), cache)
+    custom = ModelEngine(
+        tiny_sd(custom_weights={"path": str(path), "component": "unet"}), tiny_cache
+    )
     report = custom.model.weights_report
     assert report.loaded == len(unet) - 1
     assert report.missing == [dropped.removeprefix("model.diffusion_model.")]
@@ -97,16 +96,17 @@ def test_custom_weights_load_into_the_unet_with_prefixes_stripped(engine, cache,
     assert "custom_weights" in custom.health()
 
 
-def test_strict_custom_weights_refuse_a_partial_file(cache, tmp_path):
+def test_strict_custom_weights_refuse_a_partial_file(tiny_cache, tmp_path):
     path = tmp_path / "partial.safetensors"
     save_file({"conv_in.weight": torch.zeros(1)}, str(path))
     with pytest.raises(ValueError, match="do not fit"):
         ModelEngine(
-            tiny_sd(custom_weights={"path": str(path), "component": "unet", "strict": True}), cache
+            tiny_sd(custom_weights={"path": str(path), "component": "unet", "strict": True}),
+            tiny_cache,
         )
 
 
-def test_job_specs_report_every_step_and_plain_requests_none(cache, store_url):
+def test_job_specs_report_every_step_and_plain_requests_none(tiny_cache, store_url):
     from dataclasses import replace
 
     from serve_app.jobs.progress import ProgressReporter
@@ -127,7 +127,7 @@ def test_job_specs_report_every_step_and_plain_requests_none(cache, store_url):
         seen.append((job_ids, step, total))
         recorder(job_ids, step, total)
 
-    engine = ModelEngine(tiny_sd(), cache, progress=sink)
+    engine = ModelEngine(tiny_sd(), tiny_cache, progress=sink)
     engine.run_batch([spec(steps=3)])
     assert seen == []
     engine.run_batch([replace(spec(steps=3), job_id="job_progress"), spec(steps=3)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,9 +15,24 @@ from serve_app.jobs.records import NewJob
 from serve_app.jobs.store import JobStore, new_id
 
 
+class Clock:
+    """Real time until a test sets `now` (epoch seconds)."""
+
+    def __init__(self) -> None:
+        self.now: float | None = None
+
+    def __call__(self) -> float:
+        return time.time() if self.now is None else self.now
+
+
 @pytest.fixture
-def store(store_url):
-    job_store = JobStore(store_url)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(store_url, clock):
+    job_store = JobStore(store_url, clock=clock)
     job_store.create_schema()
     yield job_store
     job_store.dispose()
@@ -60,27 +76,33 @@ def test_create_read_list_and_tenant_scope(store):
     assert [store.queue_position(store.get_job(j.id)) for j in created] == [0, 1, 2, 3, 4]
 
 
-def test_idempotency_key_states(store):
-    assert store.reserve_key("acme", "k1", "hash-a", lock_s=30, now=1000) is None
+def test_idempotency_key_states(store, clock):
+    clock.now = 1000
+    assert store.reserve_key("acme", "k1", "hash-a", lock_s=30) is None
+    clock.now = 1001
     with pytest.raises(ConflictError):
-        store.reserve_key("acme", "k1", "hash-a", lock_s=30, now=1001)
+        store.reserve_key("acme", "k1", "hash-a", lock_s=30)
     with pytest.raises(UnprocessableError):
-        store.reserve_key("acme", "k1", "hash-b", lock_s=30, now=1001)
+        store.reserve_key("acme", "k1", "hash-b", lock_s=30)
     # The same key belongs to each tenant separately.
-    assert store.reserve_key("other", "k1", "hash-b", lock_s=30, now=1001) is None
+    assert store.reserve_key("other", "k1", "hash-b", lock_s=30) is None
 
     jobs = make_jobs(1)
     store.create_jobs(jobs, max_attempts=3, idempotency_key="k1")
-    assert store.reserve_key("acme", "k1", "hash-a", lock_s=30, now=1002) == jobs[0].id
+    clock.now = 1002
+    assert store.reserve_key("acme", "k1", "hash-a", lock_s=30) == jobs[0].id
     with pytest.raises(UnprocessableError):
-        store.reserve_key("acme", "k1", "hash-b", lock_s=30, now=1002)
+        store.reserve_key("acme", "k1", "hash-b", lock_s=30)
 
     # A creator that died: after the lock, the key can be taken over.
-    assert store.reserve_key("acme", "k2", "hash-a", lock_s=30, now=1000) is None
-    assert store.reserve_key("acme", "k2", "hash-a", lock_s=30, now=1031) is None
+    clock.now = 1000
+    assert store.reserve_key("acme", "k2", "hash-a", lock_s=30) is None
+    clock.now = 1031
+    assert store.reserve_key("acme", "k2", "hash-a", lock_s=30) is None
     # A refused request gives its key back.
     store.release_key("acme", "k2")
-    assert store.reserve_key("acme", "k2", "hash-b", lock_s=30, now=1032) is None
+    clock.now = 1032
+    assert store.reserve_key("acme", "k2", "hash-b", lock_s=30) is None
 
 
 def test_fifty_concurrent_reservations_let_exactly_one_create(store_url, store):
@@ -133,13 +155,16 @@ def test_concurrent_claims_never_share_a_job(store_url, store):
     assert all(store.get_job(job.id).attempts == 1 for job in created)
 
 
-def test_claim_order_heartbeat_finish_and_outbox(store):
+def test_claim_order_heartbeat_finish_and_outbox(store, clock):
     created = make_jobs(3, callback_url="https://hooks.example.com/x")
-    store.create_jobs(created, max_attempts=3, now=100)
-    (job,) = store.claim_jobs("w1", limit=1, lease_s=10, now=101)
+    clock.now = 100
+    store.create_jobs(created, max_attempts=3)
+    clock.now = 101
+    (job,) = store.claim_jobs("w1", limit=1, lease_s=10)
     assert job.id == created[0].id and job.status == "running" and job.started_at == 101
-    assert store.heartbeat(job.id, job.lease_token, lease_s=10, now=105)
-    assert not store.heartbeat(job.id, "not-the-token", lease_s=10, now=105)
+    clock.now = 105
+    assert store.heartbeat(job.id, job.lease_token, lease_s=10)
+    assert not store.heartbeat(job.id, "not-the-token", lease_s=10)
 
     store.set_progress([job.id], 2, 4)
     assert (store.get_job(job.id).progress_step, store.get_job(job.id).progress_total) == (2, 4)
@@ -150,7 +175,8 @@ def test_claim_order_heartbeat_finish_and_outbox(store):
         ],
         "steps": 4,
     }
-    finished = store.finish_job(job.id, job.lease_token, result=result, now=110)
+    clock.now = 110
+    finished = store.finish_job(job.id, job.lease_token, result=result)
     assert finished.status == "succeeded" and finished.result == result
     # Only forward: a second finish, or a failure after success, writes nothing.
     assert store.finish_job(job.id, job.lease_token, result=result) is None
@@ -187,36 +213,46 @@ def test_cancel_queued_and_running(store):
         store.cancel_job("acme", job.id)
 
 
-def test_sweeper_requeues_then_fails_after_max_attempts(store):
+def test_sweeper_requeues_then_fails_after_max_attempts(store, clock):
     created = make_jobs(1, callback_url="https://hooks.example.com/x")
-    store.create_jobs(created, max_attempts=2, now=0)
+    clock.now = 0
+    store.create_jobs(created, max_attempts=2)
     job_id = created[0].id
-    (first,) = store.claim_jobs("w1", limit=1, lease_s=10, now=1)
-    assert store.sweep_expired(now=5) == (0, 0)  # lease still good
-    assert store.sweep_expired(now=12) == (1, 0)
+    clock.now = 1
+    (first,) = store.claim_jobs("w1", limit=1, lease_s=10)
+    clock.now = 5
+    assert store.sweep_expired() == (0, 0)  # lease still good
+    clock.now = 12
+    assert store.sweep_expired() == (1, 0)
     assert store.get_job(job_id).status == "queued"
     # The lost worker's late result is refused.
     assert store.finish_job(job_id, first.lease_token, result={"images": []}) is None
 
-    (second,) = store.claim_jobs("w2", limit=1, lease_s=10, now=13)
+    clock.now = 13
+    (second,) = store.claim_jobs("w2", limit=1, lease_s=10)
     assert second.attempts == 2
-    assert store.sweep_expired(now=30) == (0, 1)
+    clock.now = 30
+    assert store.sweep_expired() == (0, 1)
     failed = store.get_job(job_id)
     assert failed.status == "failed" and failed.error["code"] == "worker_lost"
     assert [d.event for d in deliveries(store)] == ["job.failed"]
 
 
-def test_retry_waits_for_its_delay_and_counts_attempts(store):
+def test_retry_waits_for_its_delay_and_counts_attempts(store, clock):
     created = make_jobs(1)
-    store.create_jobs(created, max_attempts=2, now=0)
-    (job,) = store.claim_jobs("w1", limit=1, lease_s=10, now=1)
+    clock.now = 0
+    store.create_jobs(created, max_attempts=2)
+    clock.now = 1
+    (job,) = store.claim_jobs("w1", limit=1, lease_s=10)
     error = {"code": "model_overloaded", "message": "busy"}
-    assert (
-        store.retry_job(job.id, job.lease_token, delay_s=5, error=error, now=2).status == "queued"
-    )
-    assert store.claim_jobs("w1", limit=1, lease_s=10, now=3) == []
-    (again,) = store.claim_jobs("w1", limit=1, lease_s=10, now=8)
-    final = store.retry_job(again.id, again.lease_token, delay_s=5, error=error, now=9)
+    clock.now = 2
+    assert store.retry_job(job.id, job.lease_token, delay_s=5, error=error).status == "queued"
+    clock.now = 3
+    assert store.claim_jobs("w1", limit=1, lease_s=10) == []
+    clock.now = 8
+    (again,) = store.claim_jobs("w1", limit=1, lease_s=10)
+    clock.now = 9
+    final = store.retry_job(again.id, again.lease_token, delay_s=5, error=error)
     assert final.status == "failed" and final.error == error
 
 
@@ -251,14 +287,16 @@ def test_batch_completes_once_when_its_last_jobs_end_together(store_url, store):
     assert events == ["batch.completed"]
 
 
-def test_delivery_lease_and_outcomes(store):
+def test_delivery_lease_and_outcomes(store, clock):
     created = make_jobs(1, callback_url="https://hooks.example.com/x")
     store.create_jobs(created, max_attempts=3)
     (job,) = store.claim_jobs("w1", limit=1, lease_s=10)
-    store.finish_job(job.id, job.lease_token, result={"images": []}, now=100)
+    clock.now = 100
+    store.finish_job(job.id, job.lease_token, result={"images": []})
 
-    (delivery,) = store.claim_deliveries(limit=5, lease_s=30, now=100)
-    assert store.claim_deliveries(limit=5, lease_s=30, now=101) == []  # leased
+    (delivery,) = store.claim_deliveries(limit=5, lease_s=30)
+    clock.now = 101
+    assert store.claim_deliveries(limit=5, lease_s=30) == []  # leased
     store.record_delivery(
         delivery.id,
         delivery.lease_token,
@@ -266,11 +304,13 @@ def test_delivery_lease_and_outcomes(store):
         status_code=500,
         error="HTTP 500",
         next_attempt_at=110,
-        now=101,
     )
-    assert store.claim_deliveries(limit=5, lease_s=30, now=105) == []  # backing off
-    (again,) = store.claim_deliveries(limit=5, lease_s=30, now=111)
+    clock.now = 105
+    assert store.claim_deliveries(limit=5, lease_s=30) == []  # backing off
+    clock.now = 111
+    (again,) = store.claim_deliveries(limit=5, lease_s=30)
     assert again.id == delivery.id and again.payload == delivery.payload
+    clock.now = 112
     store.record_delivery(
         again.id,
         again.lease_token,
@@ -278,28 +318,32 @@ def test_delivery_lease_and_outcomes(store):
         status_code=204,
         error=None,
         next_attempt_at=None,
-        now=112,
     )
     latest = store.latest_delivery(job.id)
     assert (latest.status, latest.attempts, latest.last_status_code) == ("delivered", 2, 204)
-    assert store.claim_deliveries(limit=5, lease_s=30, now=200) == []
+    clock.now = 200
+    assert store.claim_deliveries(limit=5, lease_s=30) == []
 
 
-def test_a_full_model_queue_is_waited_out_without_using_attempts(store):
+def test_a_full_model_queue_is_waited_out_without_using_attempts(store, clock):
     created = make_jobs(1)
-    store.create_jobs(created, max_attempts=1, now=0)
+    clock.now = 0
+    store.create_jobs(created, max_attempts=1)
     busy = {"code": "model_overloaded", "message": "the model is at capacity"}
     for now in (1, 10, 20):
-        (job,) = store.claim_jobs("w1", limit=1, lease_s=10, now=now)
-        again = store.retry_job(
-            job.id, job.lease_token, delay_s=1, error=busy, count_attempt=False, now=now
-        )
+        clock.now = now
+        (job,) = store.claim_jobs("w1", limit=1, lease_s=10)
+        again = store.retry_job(job.id, job.lease_token, delay_s=1, error=busy, count_attempt=False)
         assert again.status == "queued" and again.attempts == 0
 
 
-def test_idempotency_keys_expire_after_their_ttl(store):
-    assert store.reserve_key("acme", "old", "h", lock_s=30, now=0) is None
-    store.create_jobs(make_jobs(1), max_attempts=1, idempotency_key="old", now=0)
-    assert store.expire_keys(older_than_s=86400, now=1000) == 0
-    assert store.expire_keys(older_than_s=86400, now=90000) == 1
-    assert store.reserve_key("acme", "old", "other", lock_s=30, now=90001) is None
+def test_idempotency_keys_expire_after_their_ttl(store, clock):
+    clock.now = 0
+    assert store.reserve_key("acme", "old", "h", lock_s=30) is None
+    store.create_jobs(make_jobs(1), max_attempts=1, idempotency_key="old")
+    clock.now = 1000
+    assert store.expire_keys(older_than_s=86400) == 0
+    clock.now = 90000
+    assert store.expire_keys(older_than_s=86400) == 1
+    clock.now = 90001
+    assert store.reserve_key("acme", "old", "other", lock_s=30) is None

@@ -16,12 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from ray._common.formatters import JSONFormatter  # Serve's formatter for encoding: JSON
 
-from serve_app.api.server import create_app
-from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
 from serve_app.models.engine import ModelEngine
 from serve_app.models.spec import GenerationResult, GenerationSpec
-from serve_app.observability.access_log import AccessLog, prompt_excerpt
+from serve_app.observability.access_log import prompt_excerpt
 from serve_app.observability.gpu import gpu_report
 from serve_app.observability.metrics import (
     BATCH_IMAGES,
@@ -33,13 +31,10 @@ from serve_app.observability.metrics import (
     InMemorySink,
     ServiceMetrics,
 )
-from serve_app.prompts import PromptCatalog
-from serve_app.security.guard import build_guard
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher, pepper_from_environment
 from serve_app.security.scopes import SCOPES
-from serve_app.storage import LocalStorage
-from tests.inprocess import CatalogPrompts
+from tests.helpers import TEMPLATES, in_process_app
 from tests.unit.test_engine import tiny_sd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,14 +59,15 @@ class LocalModel:
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> AppConfig:
+def config(tmp_path_factory, tiny_cache) -> AppConfig:
     root = tmp_path_factory.mktemp("observability")
     return AppConfig.model_validate(
         {
             "models": [tiny_sd()],
-            "templates_path": str(REPO / "configs/templates.yaml"),
-            "tiny_model_cache": str(root / "tiny"),
+            "templates_path": str(TEMPLATES),
+            "tiny_model_cache": str(tiny_cache),
             "storage": {"root": str(root / "images")},
+            "jobs": {"store_url": f"sqlite:///{root / 'jobs.sqlite3'}"},
             "auth": {
                 "enabled": True,
                 "database_url": f"sqlite:///{root / 'keys.db'}",
@@ -111,18 +107,12 @@ def http(config, sink, engine, log_stream):
     handler = logging.StreamHandler(log_stream)
     handler.setFormatter(JSONFormatter())
     logger.addHandler(handler)
-    storage = LocalStorage(
-        config.resolve_path(config.storage.root), signing_secret=b"0123456789abcdef0123"
-    )
-    service = GatewayService(
+    app = in_process_app(
         config,
-        prompts=CatalogPrompts(PromptCatalog.from_yaml(Path(config.templates_path))),
-        models={"sd-unit": LocalModel(engine)},
-        storage=storage,
+        {"sd-unit": LocalModel(engine)},
         metrics=ServiceMetrics(sink),
-    )
-    app = create_app(
-        service, build_guard(config), access_log=AccessLog(logger, extra_key=EXTRA_KEY)
+        access_logger=logger,
+        access_log_extra_key=EXTRA_KEY,
     )
 
     headers = {"Authorization": f"Bearer {default_key}"}

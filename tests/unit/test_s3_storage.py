@@ -12,7 +12,8 @@ from serve_app.errors import StorageError
 from serve_app.storage import build_storage, job_result_key
 from serve_app.storage.s3 import S3Storage
 from tests.conftest import S3_TEST_CREDENTIALS, s3_client
-from tests.s3_server import S3Server, free_port
+from tests.helpers import free_port
+from tests.s3_server import S3Server
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend pixels" * 10
 

@@ -5,24 +5,17 @@ anonymous loopback access. No model runs here; the integration tests generate.""
 from __future__ import annotations
 
 import base64
-import copy
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from serve_app.api.serving import GatewayService
 from serve_app.config import AppConfig
-from serve_app.prompts import PromptCatalog
-from serve_app.security.guard import build_guard
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher
-from serve_app.storage import LocalStorage
-from tests.inprocess import CatalogPrompts
+from tests.helpers import assert_error, in_process_app, local_args
 from tests.security_fixtures import REDIS_URL, closed_port, fresh_redis_prefix
 
-REPO = Path(__file__).resolve().parents[2]
 PEPPER = "http-test-pepper-0123456789abcdef"
 TINY_PNG = base64.b64encode(
     bytes.fromhex(
@@ -33,30 +26,18 @@ TINY_PNG = base64.b64encode(
 
 
 def app_args(tmp_path: Path, **sections) -> dict:
-    local = yaml.safe_load((REPO / "configs/local.yaml").read_text())
-    args = copy.deepcopy(local["applications"][0]["args"])
-    args["templates_path"] = str(REPO / "configs/templates.yaml")
-    args["auth"] = {
-        "enabled": True,
-        "database_url": f"sqlite:///{tmp_path}/keys.db",
-        "cache_ttl_s": 0,
+    auth = {"enabled": True, "database_url": f"sqlite:///{tmp_path}/keys.db", "cache_ttl_s": 0}
+    base = {
+        "auth": auth,
+        "rate_limits": {"enabled": False},
+        "storage": {"root": str(tmp_path / "images"), "signing_secret": "s" * 32},
+        "jobs": {"store_url": f"sqlite:///{tmp_path}/jobs.sqlite3"},
     }
-    args["rate_limits"] = {"enabled": False}
-    args.update(sections)
-    return args
+    return local_args(**{**base, **sections})
 
 
 def client_for(tmp_path: Path, args: dict, host: str = "127.0.0.1") -> httpx.AsyncClient:
-    from serve_app.api.server import create_app
-
-    config = AppConfig.model_validate(args)
-    service = GatewayService(
-        config,
-        prompts=CatalogPrompts(PromptCatalog.from_yaml(REPO / "configs/templates.yaml")),
-        models={},
-        storage=LocalStorage(tmp_path / "images", signing_secret=b"s" * 32, url_ttl_s=60),
-    )
-    app = create_app(service, build_guard(config))
+    app = in_process_app(AppConfig.model_validate(args))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{host}")
 
 
@@ -74,14 +55,6 @@ def store(tmp_path):
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def assert_envelope(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code", "request_id"}
-    assert error["code"] == code, error
-    return error
 
 
 GENERATION = {"model": "sd-tiny", "prompt": "a mug", "size": "64x64"}
@@ -107,7 +80,7 @@ PROTECTED = [
 async def test_every_protected_route_wants_a_key(tmp_path, method, path, body):
     async with client_for(tmp_path, app_args(tmp_path)) as client:
         response = await client.request(method, path, json=body)
-    assert_envelope(response, 401, "missing_api_key")
+    assert_error(response, 401, "missing_api_key")
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -127,7 +100,7 @@ async def test_a_key_without_the_routes_scope_gets_403(tmp_path, store, method, 
     key = store.create_key("acme", "crm", others).key
     async with client_for(tmp_path, app_args(tmp_path)) as client:
         response = await client.request(method, path, json=body, headers=bearer(key))
-    assert_envelope(response, 403, "insufficient_scope")
+    assert_error(response, 403, "insufficient_scope")
 
 
 async def test_public_routes_need_no_key(tmp_path):
@@ -137,7 +110,7 @@ async def test_public_routes_need_no_key(tmp_path):
         assert (await client.get("/docs")).status_code == 200
         # Signed file links check their own signature.
         files = await client.get("/files/abc.png", params={"expires": 1, "sig": "x"})
-    assert_envelope(files, 403, "invalid_signature")
+    assert_error(files, 403, "invalid_signature")
 
 
 async def test_a_key_limited_to_some_models_is_refused_the_others(tmp_path, store):
@@ -150,7 +123,7 @@ async def test_a_key_limited_to_some_models_is_refused_the_others(tmp_path, stor
         card = await client.get("/v1/models/sd-tiny", headers=bearer(key))
         listing = await client.get("/v1/models", headers=bearer(key))
     for response in (generation, edit, card):
-        assert_envelope(response, 403, "model_not_allowed")
+        assert_error(response, 403, "model_not_allowed")
     assert [m["id"] for m in listing.json()["data"]] == ["z-image-tiny"]
 
 
@@ -161,8 +134,8 @@ async def test_bearer_and_x_api_key_both_work_and_other_schemes_do_not(tmp_path,
         assert (await client.get("/v1/templates", headers={"x-api-key": key})).status_code == 200
         basic = await client.get("/v1/templates", headers={"Authorization": f"Basic {key}"})
         wrong = await client.get("/v1/templates", headers=bearer(key[:-2] + "zz"))
-    assert_envelope(basic, 401, "invalid_authorization_header")
-    assert_envelope(wrong, 401, "invalid_api_key")
+    assert_error(basic, 401, "invalid_authorization_header")
+    assert_error(wrong, 401, "invalid_api_key")
     assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
 
 
@@ -172,7 +145,7 @@ async def test_a_revoked_key_stops_at_once_without_a_cache(tmp_path, store):
         assert (await client.get("/v1/styles", headers=bearer(issued.key))).status_code == 200
         store.revoke(issued.record.prefix)
         response = await client.get("/v1/styles", headers=bearer(issued.key))
-    assert_envelope(response, 401, "invalid_api_key")
+    assert_error(response, 401, "invalid_api_key")
     assert store.get(issued.record.prefix).last_used_at is not None
 
 
@@ -186,7 +159,7 @@ async def test_over_the_rate_429_with_retry_after_and_ratelimit_headers(tmp_path
     assert answers[0].headers["ratelimit-policy"] == '"tenant";q=3;w=60'
     assert answers[0].headers["ratelimit"].startswith('"tenant";r=2;t=')
     refused = answers[-1]
-    assert_envelope(refused, 429, "rate_limit_exceeded")
+    assert_error(refused, 429, "rate_limit_exceeded")
     assert 1 <= int(refused.headers["retry-after"]) <= 20
     assert refused.headers["ratelimit"].startswith('"tenant";r=0;t=')
 
@@ -211,7 +184,7 @@ async def test_redis_unreachable_follows_the_configured_policy(tmp_path, store, 
         response = await client.get("/v1/models", headers=bearer(key))
     assert response.status_code == status
     if status == 503:
-        assert_envelope(response, 503, "rate_limiter_unavailable")
+        assert_error(response, 503, "rate_limiter_unavailable")
         assert response.headers["retry-after"] == "1"
 
 
@@ -235,7 +208,7 @@ async def test_anonymous_mode_serves_loopback_only(tmp_path):
         assert (await local.get("/v1/models")).status_code == 200
     async with client_for(tmp_path, args, host="10.0.0.5") as remote:
         response = await remote.get("/v1/models")
-    assert_envelope(response, 403, "anonymous_access_refused")
+    assert_error(response, 403, "anonymous_access_refused")
 
 
 async def test_the_gateway_deadline_answers_504_in_the_envelope(tmp_path, store):
@@ -244,7 +217,7 @@ async def test_the_gateway_deadline_answers_504_in_the_envelope(tmp_path, store)
     async with client_for(tmp_path, app_args(tmp_path, gateway=gateway)) as client:
         slow = await client.get("/v1/models", headers=bearer(key))
         other = await client.get("/v1/templates", headers=bearer(key))
-    error = assert_envelope(slow, 504, "request_timeout")
+    error = assert_error(slow, 504, "request_timeout")
     assert error["type"] == "timeout_error"
     assert other.status_code == 200
 
@@ -269,9 +242,9 @@ async def test_body_limits_hold_with_the_door_in_front(tmp_path, store):
         anonymous = await client.post(
             "/v1/images/generations", content=streamed(), headers=json_headers
         )
-    assert_envelope(declared, 413, "body_too_large")
-    assert_envelope(chunked, 413, "body_too_large")
-    assert_envelope(anonymous, 401, "missing_api_key")
+    assert_error(declared, 413, "body_too_large")
+    assert_error(chunked, 413, "body_too_large")
+    assert_error(anonymous, 401, "missing_api_key")
 
 
 async def test_cors_preflight_needs_no_key_and_errors_carry_cors_headers(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.api.sizing import check_size, requested_size, size_from_aspect
 from serve_app.config import ModelConfig
 from serve_app.errors import InvalidRequestError
+from serve_app.service.sizing import check_size, requested_size, size_from_aspect
 
 
 def make_model(**overrides) -> ModelConfig:

@@ -7,6 +7,7 @@ import hashlib
 import httpx
 import pytest
 
+from serve_app import environment
 from serve_app.config import AppConfig
 from serve_app.errors import StorageError
 from serve_app.storage import (
@@ -17,7 +18,6 @@ from serve_app.storage import (
     job_result_key,
 )
 from serve_app.storage.keys import check_key, is_valid_key
-from serve_app.storage.signing import secret_from_environment
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 KEY = "a" * 64 + ".png"
@@ -99,11 +99,11 @@ def test_short_secret_is_refused():
 
 def test_secret_from_environment(monkeypatch):
     monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET", "from-the-environment")
-    assert secret_from_environment() == b"from-the-environment"
+    assert environment.signing_secret() == b"from-the-environment"
     monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET", "")
-    assert secret_from_environment() is None
+    assert environment.signing_secret() is None
     monkeypatch.delenv("IMAGE_SERVICE_SIGNING_SECRET")
-    assert secret_from_environment() is None
+    assert environment.signing_secret() is None
 
 
 # --- local storage --------------------------------------------------------------------------

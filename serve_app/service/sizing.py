@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from serve_app.config import ModelConfig, parse_size
-from serve_app.errors import InvalidRequestError
+from serve_app.errors import ErrorCode, InvalidRequestError
 
 
 def size_from_aspect(hint: str, model: ModelConfig, multiple: int) -> tuple[int, int]:
@@ -52,7 +52,7 @@ def check_size(width: int, height: int, model: ModelConfig, multiple: int) -> No
     if problem:
         raise InvalidRequestError(
             f"size {width}x{height} is not available for model {model.name!r}: {problem}",
-            code="invalid_size",
+            code=ErrorCode.INVALID_SIZE,
             param="size",
         )
 
@@ -63,6 +63,6 @@ def requested_size(size: str) -> tuple[int, int]:
     except ValueError:
         raise InvalidRequestError(
             f"size must be 'WIDTHxHEIGHT' or 'auto', got {size[:40]!r}",
-            code="invalid_size",
+            code=ErrorCode.INVALID_SIZE,
             param="size",
         ) from None

@@ -7,29 +7,34 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from serve_app.api.protocol import ImageEditRequest, ImageGenerationRequest
-from serve_app.api.serving import GatewayService
+from pydantic import TypeAdapter
+
+from serve_app import environment
+from serve_app.config import AppConfig
+from serve_app.jobs.delivery import WebhookDispatcher
 from serve_app.jobs.records import JobRecord
+from serve_app.jobs.runner import JobRunner
+from serve_app.jobs.store import JobStore
+from serve_app.jobs.webhooks import WebhookSender, callback_policy
 from serve_app.models.spec import GenerationResult
+from serve_app.protocol import ImageEditJob, JobItem
+from serve_app.service.images import ImageService
 from serve_app.storage.keys import job_result_key
 
-JOB_REQUESTS: dict[str, type[ImageGenerationRequest] | type[ImageEditRequest]] = {
-    "image_generation": ImageGenerationRequest,
-    "image_edit": ImageEditRequest,
-}
+STORED_JOB = TypeAdapter(JobItem)
 
 
 class JobExecutor:
-    def __init__(self, service: GatewayService):
+    def __init__(self, service: ImageService):
         self.service = service
 
     async def execute(self, job: JobRecord) -> dict[str, Any]:
         """The job's result; raises the ServiceError the sync API would have answered."""
-        body = JOB_REQUESTS[job.type].model_validate(job.request)
-        if isinstance(body, ImageEditRequest):
-            call = await self.service.plan_edit(body, [], None)
+        item = STORED_JOB.validate_python({"type": job.type, "request": job.request})
+        if isinstance(item, ImageEditJob):
+            call = await self.service.plan_edit(item.request, [], None)
         else:
-            call = await self.service.plan_generation(body)
+            call = await self.service.plan_generation(item.request)
         spec = replace(call.spec, job_id=job.id)
         result = await self.service.call_model(call.model, spec)
         images = await asyncio.to_thread(self._store, job.id, spec.output_format, result)
@@ -63,3 +68,23 @@ class JobExecutor:
         """Remove a canceled job's images."""
         for image in result["images"]:
             self.service.storage.delete(image["key"])
+
+
+def open_job_runner(config: AppConfig, images: ImageService, worker_id: str) -> JobRunner:
+    """The JobRunner's loop over the image service: the job store (tables created), and the
+    webhook sender when secrets are set. Blocking: run it off the event loop."""
+    jobs = config.jobs
+    store = JobStore(environment.job_store_url(jobs.store_url))
+    store.create_schema()
+    secrets = environment.webhook_secrets(jobs.webhooks.secrets)
+    webhooks = None
+    if secrets:
+        sender = WebhookSender(
+            callback_policy(jobs.webhooks),
+            timeout_s=jobs.webhooks.timeout_s,
+            max_response_bytes=65536,
+        )
+        webhooks = WebhookDispatcher(
+            store, sender, secrets, jobs.webhooks.retry_schedule_s, jobs.poll_interval_s
+        )
+    return JobRunner(store, JobExecutor(images), jobs, worker_id=worker_id, webhooks=webhooks)

@@ -1,4 +1,5 @@
-"""The image input path: every bad file gets its 4xx, odd good files are converted right."""
+"""Decoding and encoding image files (serve_app/images.py): every bad file gets its 4xx,
+odd good files are converted right, and pixels are cropped and turned into arrays."""
 
 from __future__ import annotations
 
@@ -17,10 +18,8 @@ from serve_app.images import (
     decode_image,
     encode_image,
     fit_to_size,
-    fit_to_working_size,
     mask_to_array,
     to_rgb_array,
-    working_size,
 )
 from tests.bad_images import (
     HTML,
@@ -278,60 +277,6 @@ def test_base64_length_is_checked_before_decoding():
 
 
 # --- fitting and arrays ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("size", "expected"),
-    [((1000, 500), (1536, 768)), ((300, 200), (1152, 768)), ((500, 1000), (768, 1536))],
-)
-def test_fit_scales_the_short_side_up_or_down(size, expected):
-    fitted = fit_to_working_size(
-        Image.new("RGB", size), short_side=768, multiple=16, max_pixels=4_000_000
-    )
-    assert fitted.size == expected
-
-
-def test_fit_caps_pixels_and_side():
-    image = Image.new("RGB", (4000, 1000))
-    assert fit_to_working_size(image, short_side=768, multiple=16, max_pixels=1_000_000).size == (
-        2000,
-        496,
-    )
-    capped = fit_to_working_size(
-        image, short_side=768, multiple=16, max_pixels=4_000_000, max_side=1024
-    )
-    assert capped.size == (1024, 256)
-
-
-@pytest.mark.parametrize("multiple", [8, 16, 64])
-def test_fit_invariants_and_aspect_error_over_many_shapes(multiple):
-    rng = np.random.default_rng(multiple)
-    for _ in range(3000):
-        width, height = (int(v) for v in rng.integers(1, 6000, 2))
-        target = working_size(
-            width,
-            height,
-            short_side=768,
-            multiple=multiple,
-            max_pixels=1_048_576,
-            max_side=2048,
-        )
-        assert all(side % multiple == 0 and side >= multiple for side in target)
-        assert target[0] * target[1] <= 1_048_576 and max(target) <= 2048
-        if max(width, height) / min(width, height) <= 2048 / 768:
-            error = abs(target[0] / target[1] / (width / height) - 1)
-            assert error < multiple / min(target), (width, height, target)
-
-
-def test_fit_handles_extreme_shapes_within_the_caps():
-    sliver = Image.new("RGB", (10_000, 3))
-    target = fit_to_working_size(sliver, short_side=768, multiple=16, max_pixels=65_536).size
-    assert target[1] == 16 and target[0] % 16 == 0 and target[0] * target[1] <= 65_536
-
-
-def test_fit_refuses_impossible_arguments():
-    with pytest.raises(ValueError):
-        fit_to_working_size(Image.new("RGB", (8, 8)), short_side=8, multiple=16, max_pixels=10**6)
 
 
 def test_fit_to_size_crops_the_center():

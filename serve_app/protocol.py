@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from serve_app.errors import ErrorCode, InvalidRequestError
+from serve_app.families import Batching, Task
 
 
 class APIModel(BaseModel):
@@ -37,11 +41,15 @@ class ImageRequest(APIModel):
 class ImageGenerationRequest(ImageRequest):
     """POST /v1/images/generations."""
 
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"variables": ["template"]}})
+
     size: str = Field("auto", description="'WxH' (e.g. '1024x768') or 'auto'.")
     quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
     moderation: Literal["auto", "low"] | None = None
     template: str | None = None
-    variables: dict[str, str] = Field(default_factory=dict, max_length=32)
+    variables: dict[str, str] | None = Field(
+        None, max_length=32, description="The template's variables; only with `template`."
+    )
 
 
 class ImageReference(APIModel):
@@ -96,18 +104,43 @@ class ImagesResponse(APIModel):
     usage: ImageUsage
 
 
+class ModelBatching(APIModel):
+    """How the model's replica groups concurrent requests into pipeline calls."""
+
+    mode: Batching = Field(
+        description="`shared`: requests with the same size, steps and guidance share one "
+        "call; `per_request`: each request runs alone (its n images in one call)."
+    )
+    max_batch_images: int = Field(description="Images one pipeline call holds at most.")
+
+
+class ModelCapabilities(APIModel):
+    """What a request to this model may carry."""
+
+    max_input_images: int = Field(description="Input images an edit takes (0: none).")
+    supports_mask: bool
+    supports_negative_prompt: bool
+    supports_adapters: bool = Field(description="Per-request LoRA adapters.")
+    reports_progress: bool = Field(description="A job's progress moves with every step.")
+    size_multiple: int = Field(description="Width and height are multiples of this.")
+    batching: ModelBatching
+
+
 class ModelCard(APIModel):
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "image-serving"
-    task: str
+    task: Task
     family: str
     description: str = ""
     default_size: str
     max_n: int
+    min_side: int
     max_side: int
+    max_pixels: int
     max_steps: int
+    capabilities: ModelCapabilities
 
 
 class ModelList(APIModel):
@@ -115,9 +148,103 @@ class ModelList(APIModel):
     data: list[ModelCard]
 
 
+class TemplateVariableCard(APIModel):
+    description: str = ""
+    required: bool
+    default: str | None = None
+    example: str | None = None
+    max_length: int
+
+
+class TemplateCard(APIModel):
+    """A prompt template, without its text: enough to build a form for its variables."""
+
+    name: str
+    title: str
+    category: str
+    description: str = ""
+    variables: dict[str, TemplateVariableCard]
+    style: str | None = None
+    size: str | None = Field(None, description="An aspect hint, used when `size` is auto.")
+
+
+class TemplateList(APIModel):
+    object: Literal["list"] = "list"
+    data: list[TemplateCard]
+
+
+class StyleCard(APIModel):
+    name: str
+    title: str
+    description: str = ""
+    steps: int | None = None
+    guidance_scale: float | None = None
+
+
+class BrandCard(APIModel):
+    name: str
+    title: str
+    description: str = ""
+    palette: list[str]
+    banned_terms: list[str]
+
+
+class StyleList(APIModel):
+    object: Literal["list"] = "list"
+    data: list[StyleCard]
+    brands: list[BrandCard]
+
+
+class HealthReport(APIModel):
+    """`ok` when every model answers; each model's replica reports itself."""
+
+    status: Literal["ok", "degraded"]
+    models: list[dict[str, Any]]
+    # Running replicas per deployment, as the Serve controller sees them.
+    replicas: dict[str, Any] | None = None
+
+
 # --- jobs and batches -------------------------------------------------------------------
 
-JobType = Literal["image_generation", "image_edit", "chat"]
+
+class JobType(StrEnum):
+    """What a job runs: the body of the sync route of the same name."""
+
+    IMAGE_GENERATION = "image_generation"
+    IMAGE_EDIT = "image_edit"
+
+
+class JobStatus(StrEnum):
+    """queued -> running -> succeeded | failed | canceled, only forward (a running job
+    whose worker was lost goes back to queued)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class BatchStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    # Every job of the batch has ended.
+    COMPLETED = "completed"
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery: pending -> delivered | failed | disabled (the endpoint said 410)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DISABLED = "disabled"
 
 
 def _small_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -135,28 +262,51 @@ Metadata = Annotated[
 ]
 
 
-class JobItem(APIModel):
-    type: JobType
-    request: dict[str, Any] = Field(
-        description="The body the sync route takes: /v1/images/generations for "
-        "image_generation, the JSON form of /v1/images/edits for image_edit."
-    )
+class ImageGenerationJob(APIModel):
+    """A job that runs what POST /v1/images/generations would."""
+
+    type: Literal[JobType.IMAGE_GENERATION]
+    request: ImageGenerationRequest
     metadata: Metadata = None
 
 
-class JobCreateRequest(JobItem):
-    """POST /v1/jobs."""
+class ImageEditJob(APIModel):
+    """A job that runs what POST /v1/images/edits would; images as URLs or base64."""
 
-    callback_url: str | None = Field(
-        None, max_length=2048, description="Told when the job ends (Standard Webhooks)."
-    )
+    type: Literal[JobType.IMAGE_EDIT]
+    request: ImageEditRequest
+    metadata: Metadata = None
+
+
+JobItem = Annotated[ImageGenerationJob | ImageEditJob, Field(discriminator="type")]
+CallbackUrl = Annotated[
+    str | None,
+    Field(
+        max_length=2048,
+        description="Told when the job or batch ends, by a signed POST (Standard Webhooks).",
+    ),
+]
+
+
+class ImageGenerationJobCreate(ImageGenerationJob):
+    callback_url: CallbackUrl = None
+
+
+class ImageEditJobCreate(ImageEditJob):
+    callback_url: CallbackUrl = None
+
+
+# POST /v1/jobs: one job, `type` says which request it carries.
+JobCreateRequest = Annotated[
+    ImageGenerationJobCreate | ImageEditJobCreate, Field(discriminator="type")
+]
 
 
 class BatchCreateRequest(APIModel):
     """POST /v1/batches: many jobs at once, one webhook when the last one ends."""
 
     jobs: list[JobItem] = Field(min_length=1)
-    callback_url: str | None = Field(None, max_length=2048)
+    callback_url: CallbackUrl = None
     metadata: Metadata = None
 
 
@@ -196,7 +346,7 @@ class JobError(APIModel):
 class WebhookState(APIModel):
     id: str
     event: str
-    status: Literal["pending", "delivered", "failed", "disabled"]
+    status: DeliveryStatus
     attempts: int
     last_status_code: int | None
     last_error: str | None
@@ -208,7 +358,7 @@ class JobObject(APIModel):
     id: str
     object: Literal["job"] = "job"
     type: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatus
     created_at: int
     started_at: int | None
     finished_at: int | None
@@ -242,7 +392,7 @@ class BatchCounts(APIModel):
 class BatchObject(APIModel):
     id: str
     object: Literal["batch"] = "batch"
-    status: Literal["in_progress", "completed"]
+    status: BatchStatus
     created_at: int
     finished_at: int | None
     total: int
@@ -262,3 +412,37 @@ class ErrorBody(APIModel):
 
 class ErrorResponse(APIModel):
     error: ErrorBody
+
+
+# --- validation failures -----------------------------------------------------------------
+
+# Where a body holds a union, pydantic names the chosen member in the error's location.
+_UNION_TAGS = frozenset(JobType)
+
+
+def validation_error(errors: list[dict[str, Any]]) -> InvalidRequestError:
+    """A body that does not fit its schema, as the envelope's 400: the first problem, with
+    the path to it (`jobs.1.request.prompt`) as `param`."""
+    first = errors[0] if errors else {}
+    kind = first.get("type")
+    if kind == "json_invalid":
+        return InvalidRequestError(
+            "the request body is not valid JSON", code=ErrorCode.INVALID_JSON
+        )
+    location = [
+        str(part) for part in first.get("loc", ()) if part != "body" and part not in _UNION_TAGS
+    ]
+    message = first.get("msg", "invalid request")
+    if kind == "extra_forbidden":
+        message = "unknown parameter"
+    elif kind == "missing":
+        message = "missing required parameter"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        location.append(first.get("ctx", {}).get("discriminator", "type").strip("'"))
+        message = f"must be one of {', '.join(JobType)}"
+    param = ".".join(location) or None
+    return InvalidRequestError(
+        f"{param}: {message}" if param else message,
+        code=ErrorCode.INVALID_PARAMETER,
+        param=param,
+    )

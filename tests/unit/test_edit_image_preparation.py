@@ -1,4 +1,5 @@
-"""The Gateway's image preparation for edits, in-process: forms, sizes, masks."""
+"""Preparing an edit's input images (serve_app/service/image_inputs.py), in-process:
+every form of input, working sizes and masks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.api.image_inputs import ImageInputs, ImageSource
-from serve_app.api.protocol import ImageReference
 from serve_app.config import ImageInputConfig, ModelConfig
 from serve_app.errors import InvalidRequestError, PayloadTooLargeError
+from serve_app.protocol import ImageReference
+from serve_app.service.image_inputs import ImageInputs, ImageSource
 
 MODEL = ModelConfig.model_validate(
     {

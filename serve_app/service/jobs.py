@@ -1,4 +1,4 @@
-"""The Jobs face of the API: submit, read, list and cancel jobs and batches.
+"""Durable jobs and batches: submit, read, list and cancel them for a tenant.
 
 A job's request is checked at submission as far as it can be without running it (schema,
 model, limits, the caller's access), so a bad request is a 400 now rather than a failed
@@ -11,34 +11,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from serve_app.api.protocol import BatchCreateRequest, JobCreateRequest, JobItem
-from serve_app.api.serving import GatewayService, pick_seed
-from serve_app.config import AppConfig
-from serve_app.errors import InvalidRequestError, NotFoundError
-from serve_app.jobs.execution import JOB_REQUESTS
+from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, ServiceError
 from serve_app.jobs.records import NewJob
 from serve_app.jobs.store import JobStore, new_id
 from serve_app.jobs.views import batch_object, job_object
-from serve_app.security.ssrf import UrlPolicy
-
-WEBHOOK_SECRETS_ENV = "IMAGE_SERVICE_WEBHOOK_SECRETS"
-
-
-def webhook_secrets(config: AppConfig) -> list[str]:
-    return list(config.jobs.webhooks.secrets) or os.environ.get(WEBHOOK_SECRETS_ENV, "").split()
-
-
-def callback_policy(config: AppConfig) -> UrlPolicy:
-    webhooks = config.jobs.webhooks
-    return UrlPolicy(allow_http=webhooks.allow_http, allowlist=webhooks.allowed_hosts)
+from serve_app.jobs.webhooks import callback_policy
+from serve_app.protocol import BatchCreateRequest, JobCreateRequest, JobItem
+from serve_app.service.images import ImageService, pick_seed
 
 
 def request_hash(route: str, body: BaseModel) -> str:
@@ -47,12 +31,12 @@ def request_hash(route: str, body: BaseModel) -> str:
 
 
 class JobService:
-    def __init__(self, gateway: GatewayService, store: JobStore):
-        self.gateway = gateway
-        self.config = gateway.config
+    def __init__(self, images: ImageService, store: JobStore, webhook_secrets: list[str]):
+        self.images = images
+        self.config = images.config
         self.store = store
-        self.secrets = webhook_secrets(self.config)
-        self.policy = callback_policy(self.config)
+        self.webhooks_enabled = bool(webhook_secrets)
+        self.policy = callback_policy(self.config.jobs.webhooks)
 
     # --- submission --------------------------------------------------------------------------
 
@@ -64,8 +48,8 @@ class JobService:
         authorize: Callable[[str], None],
     ) -> tuple[dict[str, Any], bool]:
         """(the job, replayed): replayed is True when the Idempotency-Key found it made."""
-        job = self._prepare(tenant, body, ("request",), authorize)
-        job = replace(job, callback_url=await self._callback(body.callback_url))
+        callback_url = await self._callback(body.callback_url)
+        job = self._prepare(tenant, body, ("request",), authorize, callback_url)
         job_id, replayed = await self._create(
             tenant, idempotency_key, request_hash("jobs", body), [job], batch=None
         )
@@ -82,7 +66,7 @@ class JobService:
         if len(body.jobs) > most:
             raise InvalidRequestError(
                 f"a batch holds at most {most} jobs, got {len(body.jobs)}",
-                code="too_many_jobs",
+                code=ErrorCode.TOO_MANY_JOBS,
                 param="jobs",
             )
         callback_url = await self._callback(body.callback_url)
@@ -105,25 +89,20 @@ class JobService:
         item: JobItem,
         location: tuple,
         authorize: Callable[[str], None],
+        callback_url: str | None = None,
     ) -> NewJob:
-        if item.type not in JOB_REQUESTS:
-            raise InvalidRequestError(
-                f"{item.type} jobs need a vision-language model; none is served here",
-                code="unsupported_job_type",
-                param=".".join(map(str, (*location[:-1], "type"))),
-            )
+        request = item.request
         try:
-            request = JOB_REQUESTS[item.type].model_validate(item.request)
-        except ValidationError as error:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *location, *e["loc"])} for e in error.errors()]
-            ) from None
-        model = self.gateway.check_job_request(request)
+            model = self.images.check_job_request(request)
+        except ServiceError as error:
+            # Name the field where it sits in this body: `jobs.3.request.size`.
+            if error.param is not None:
+                error.param = ".".join(map(str, (*location, error.param)))
+            raise
         authorize(model.name)
-        seed = pick_seed(request.seed)
         # Results are stored, never inlined: the job object carries their links.
         fixed = request.model_copy(
-            update={"model": model.name, "seed": seed, "response_format": "url"}
+            update={"model": model.name, "seed": pick_seed(request.seed), "response_format": "url"}
         )
         return NewJob(
             id=new_id("job"),
@@ -131,15 +110,16 @@ class JobService:
             type=item.type,
             request=fixed.model_dump(mode="json", exclude_none=True),
             client_metadata=item.metadata,
+            callback_url=callback_url,
         )
 
     async def _callback(self, url: str | None) -> str | None:
         if url is None:
             return None
-        if not self.secrets:
+        if not self.webhooks_enabled:
             raise InvalidRequestError(
                 "webhooks are not configured on this service (no signing secret)",
-                code="webhooks_not_configured",
+                code=ErrorCode.WEBHOOKS_NOT_CONFIGURED,
                 param="callback_url",
             )
         # Refused now if it leads somewhere private; checked again at every delivery,
@@ -189,13 +169,15 @@ class JobService:
     def _image_url(self, base_url: str | None) -> Callable[[str], str] | None:
         if base_url is None:
             return None
-        return lambda key: self.gateway.storage.url(key, base_url)
+        return lambda key: self.images.storage.url(key, base_url)
 
     async def read_job(self, tenant: str, job_id: str, base_url: str | None) -> dict[str, Any]:
         def read() -> dict[str, Any]:
             job = self.store.get_job(job_id, tenant)
             if job is None:
-                raise NotFoundError(f"no job {job_id!r}", code="job_not_found", param="job_id")
+                raise NotFoundError(
+                    f"no job {job_id!r}", code=ErrorCode.JOB_NOT_FOUND, param="job_id"
+                )
             return job_object(
                 job,
                 image_url=self._image_url(base_url),
@@ -238,7 +220,7 @@ class JobService:
             batch = self.store.get_batch(batch_id, tenant)
             if batch is None:
                 raise NotFoundError(
-                    f"no batch {batch_id!r}", code="batch_not_found", param="batch_id"
+                    f"no batch {batch_id!r}", code=ErrorCode.BATCH_NOT_FOUND, param="batch_id"
                 )
             ids = self.store.batch_job_ids(batch_id)
             delivery = self.store.latest_delivery(batch_id) if batch.callback_url else None

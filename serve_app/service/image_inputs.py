@@ -1,5 +1,5 @@
 """Every image a request brings, whatever its form, through one path: fetch or decode with
-limits, normalise, and size it for the model. Plain Python; runs in the Gateway."""
+limits, normalise, and size it for the model. Runs in the Gateway and the JobRunner."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from serve_app.api.protocol import ImageReference
-from serve_app.api.sizing import check_size, requested_size, size_for_aspect
 from serve_app.config import ImageInputConfig, ModelConfig
-from serve_app.errors import InvalidRequestError
+from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.images import (
     ImageLimits,
     decode_base64_image,
@@ -22,9 +20,10 @@ from serve_app.images import (
     mask_to_array,
     to_rgb_array,
 )
-from serve_app.models.registry import SIZE_MULTIPLES
+from serve_app.protocol import ImageReference
 from serve_app.security.fetch import SafeFetcher
 from serve_app.security.ssrf import UrlPolicy
+from serve_app.service.sizing import check_size, requested_size, size_for_aspect
 
 
 @dataclass(frozen=True)
@@ -111,10 +110,10 @@ class ImageInputs:
                 raise InvalidRequestError(
                     f"the mask is {mask.width}x{mask.height} but the image is "
                     f"{loaded[0].width}x{loaded[0].height}; they must match",
-                    code="mask_size_mismatch",
+                    code=ErrorCode.MASK_SIZE_MISMATCH,
                     param="mask",
                 )
-        multiple = SIZE_MULTIPLES[model.family]
+        multiple = model.traits.size_multiple
         if size == "auto":
             width, height = size_for_aspect(loaded[0].width, loaded[0].height, model, multiple)
         else:

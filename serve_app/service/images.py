@@ -1,6 +1,6 @@
-"""The Gateway's serving logic: validate against the model's limits, render the prompt,
-prepare input images, call the model, store or inline the results. Plain Python; no Ray,
-no torch."""
+"""The image service: check a request against its model's limits, render the prompt,
+prepare input images, call the model, store or inline the results. The Gateway serves it
+and the JobRunner runs jobs through it; no web framework, no Ray, no torch."""
 
 from __future__ import annotations
 
@@ -8,28 +8,25 @@ import asyncio
 import base64
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-from serve_app.api.backends import ModelBackend, PromptBackend
-from serve_app.api.image_inputs import ImageInputs, ImageSource
-from serve_app.api.protocol import (
+from serve_app.config import AppConfig, ModelConfig, parse_size
+from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, ServiceUnavailableError
+from serve_app.families import Task
+from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.observability.metrics import ServiceMetrics
+from serve_app.prompts import PromptRequest, RenderedPrompt
+from serve_app.protocol import (
     ImageData,
     ImageEditRequest,
     ImageGenerationRequest,
     ImageRequest,
     ImagesResponse,
     ImageUsage,
-    ModelCard,
-    ModelList,
 )
-from serve_app.api.sizing import check_size, requested_size, size_from_aspect
-from serve_app.config import AppConfig, ModelConfig, parse_size
-from serve_app.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
-from serve_app.models.registry import MAX_INPUT_IMAGES, NEGATIVE_PROMPT_SUPPORT, SIZE_MULTIPLES
-from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
-from serve_app.observability.metrics import ServiceMetrics
-from serve_app.prompts import PromptRequest, RenderedPrompt
-from serve_app.storage import Storage
+from serve_app.service.backends import ModelBackend, PromptBackend
+from serve_app.service.image_inputs import ImageInputs, ImageSource
+from serve_app.service.sizing import check_size, requested_size, size_from_aspect
+from serve_app.storage import Storage, build_storage
 
 SEED_SPACE = 2**32
 
@@ -50,7 +47,7 @@ class ModelCall:
     steps: int
 
 
-class GatewayService:
+class ImageService:
     def __init__(
         self,
         config: AppConfig,
@@ -90,7 +87,7 @@ class GatewayService:
     # --- planning: everything before the model call, shared with the JobRunner ------------
 
     async def plan_generation(self, body: ImageGenerationRequest) -> ModelCall:
-        model = self.resolve_model(body.model, task="text-to-image")
+        model = self.resolve_model(body.model, task=Task.TEXT_TO_IMAGE)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         with self.metrics.timed("template", model.name):
             rendered = await self.prompts.render(
@@ -103,7 +100,7 @@ class GatewayService:
                     brand=body.brand,
                 )
             )
-        multiple = SIZE_MULTIPLES[model.family]
+        multiple = model.traits.size_multiple
         if body.size != "auto":
             width, height = requested_size(body.size)
         elif rendered.size:
@@ -131,7 +128,7 @@ class GatewayService:
         uploads: list[ImageSource],
         mask_upload: ImageSource | None,
     ) -> ModelCall:
-        model = self.resolve_model(body.model, task="image-edit")
+        model = self.resolve_model(body.model, task=Task.IMAGE_EDIT)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         sources = self._edit_sources(model, body, uploads)
         mask_source = mask_upload or (
@@ -173,7 +170,7 @@ class GatewayService:
         if uploads and body.images:
             raise InvalidRequestError(
                 "give images either as uploaded files or in `images`, not both",
-                code="invalid_image",
+                code=ErrorCode.INVALID_IMAGE,
                 param="images",
             )
         sources = uploads or [
@@ -181,13 +178,13 @@ class GatewayService:
         ]
         if not sources:
             raise InvalidRequestError(
-                "an edit needs an input image", code="missing_image", param="image"
+                "an edit needs an input image", code=ErrorCode.MISSING_IMAGE, param="image"
             )
-        most = MAX_INPUT_IMAGES[model.family]
+        most = model.traits.max_input_images
         if len(sources) > most:
             raise InvalidRequestError(
                 f"model {model.name!r} takes at most {most} input image(s), got {len(sources)}",
-                code="too_many_images",
+                code=ErrorCode.TOO_MANY_IMAGES,
                 param="image",
             )
         return sources
@@ -197,13 +194,13 @@ class GatewayService:
         the model, its task and limits, and explicit size, steps and guidance. Templates
         and image URLs are rendered and fetched when the job runs."""
         if isinstance(body, ImageEditRequest):
-            model = self.resolve_model(body.model, task="image-edit")
+            model = self.resolve_model(body.model, task=Task.IMAGE_EDIT)
             self._edit_sources(model, body, [])
         else:
-            model = self.resolve_model(body.model, task="text-to-image")
+            model = self.resolve_model(body.model, task=Task.TEXT_TO_IMAGE)
             if body.size != "auto":
                 width, height = requested_size(body.size)
-                check_size(width, height, model, SIZE_MULTIPLES[model.family])
+                check_size(width, height, model, model.traits.size_multiple)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         self._check_schedule(model, body.steps or model.defaults.steps, body.guidance_scale or 0)
         return model
@@ -217,25 +214,25 @@ class GatewayService:
         if n > limits.max_n:
             raise InvalidRequestError(
                 f"n must be at most {limits.max_n} for model {model.name!r}",
-                code="invalid_n",
+                code=ErrorCode.INVALID_N,
                 param="n",
             )
         if len(prompt) > limits.max_prompt_chars:
             raise InvalidRequestError(
                 f"prompt is longer than {limits.max_prompt_chars} characters",
-                code="prompt_too_long",
+                code=ErrorCode.PROMPT_TOO_LONG,
                 param="prompt",
             )
-        if negative_prompt and not NEGATIVE_PROMPT_SUPPORT[model.family]:
+        if negative_prompt and not model.traits.supports_negative_prompt:
             raise InvalidRequestError(
                 f"model {model.name!r} does not take a negative prompt",
-                code="unsupported_parameter",
+                code=ErrorCode.UNSUPPORTED_PARAMETER,
                 param="negative_prompt",
             )
 
     @staticmethod
     def _negative_prompt(model: ModelConfig, rendered: str | None) -> str | None:
-        if not NEGATIVE_PROMPT_SUPPORT[model.family]:
+        if not model.traits.supports_negative_prompt:
             return None  # template or style negatives cannot apply
         return rendered or model.defaults.negative_prompt
 
@@ -250,7 +247,7 @@ class GatewayService:
             guidance = rendered.guidance_scale
         if guidance is None:
             guidance = model.defaults.guidance_scale
-        GatewayService._check_schedule(model, steps, guidance)
+        ImageService._check_schedule(model, steps, guidance)
         return steps, float(guidance)
 
     @staticmethod
@@ -259,13 +256,13 @@ class GatewayService:
         if steps > limits.max_steps:
             raise InvalidRequestError(
                 f"steps must be at most {limits.max_steps} for model {model.name!r}",
-                code="invalid_steps",
+                code=ErrorCode.INVALID_STEPS,
                 param="steps",
             )
         if guidance > limits.max_guidance_scale:
             raise InvalidRequestError(
                 f"guidance_scale must be at most {limits.max_guidance_scale}",
-                code="invalid_guidance_scale",
+                code=ErrorCode.INVALID_GUIDANCE_SCALE,
                 param="guidance_scale",
             )
 
@@ -298,7 +295,7 @@ class GatewayService:
             )
         except TimeoutError:
             raise ServiceUnavailableError(
-                f"model {model.name!r} did not answer in time", code="model_timeout"
+                f"model {model.name!r} did not answer in time", code=ErrorCode.MODEL_TIMEOUT
             ) from None
 
     async def _image_data(
@@ -329,13 +326,13 @@ class GatewayService:
             for item, image in zip(stored, result.images, strict=True)
         ]
 
-    def resolve_model(self, name: str | None, task: str | None = None) -> ModelConfig:
+    def resolve_model(self, name: str | None, task: Task | None = None) -> ModelConfig:
         """The named model (404 if unknown), or the first one for `task` if unnamed."""
         candidates = [m for m in self.config.models if task is None or m.task == task]
         if name is None:
             if not candidates:
                 raise NotFoundError(
-                    f"no {task} model is configured", code="model_not_found", param="model"
+                    f"no {task} model is configured", code=ErrorCode.MODEL_NOT_FOUND, param="model"
                 )
             return candidates[0]
         model = self.config.model(name)
@@ -343,45 +340,24 @@ class GatewayService:
             known = ", ".join(m.name for m in candidates)
             raise NotFoundError(
                 f"model {name!r} does not exist; available: {known}",
-                code="model_not_found",
+                code=ErrorCode.MODEL_NOT_FOUND,
                 param="model",
             )
         if task is not None and model.task != task:
             known = ", ".join(m.name for m in candidates) or "none"
             raise InvalidRequestError(
                 f"model {name!r} is a {model.task} model; {task} models: {known}",
-                code="model_task_mismatch",
+                code=ErrorCode.MODEL_TASK_MISMATCH,
                 param="model",
             )
         return model
 
-    # --- catalog and operations ---------------------------------------------------------
 
-    def list_models(self) -> ModelList:
-        return ModelList(
-            data=[
-                ModelCard(
-                    id=m.name,
-                    task=m.task,
-                    family=m.family,
-                    description=m.description,
-                    default_size=m.defaults.size,
-                    max_n=m.limits.max_n,
-                    max_side=m.limits.max_side,
-                    max_steps=m.limits.max_steps,
-                )
-                for m in self.config.models
-            ]
-        )
-
-    async def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        async def probe(name: str, backend: ModelBackend) -> dict[str, Any]:
-            try:
-                info = await asyncio.wait_for(backend.health(), timeout_s)
-                return {"status": "ok", **info}
-            except Exception as error:  # a dead or stuck replica is reported, not raised
-                return {"model": name, "status": "unavailable", "reason": type(error).__name__}
-
-        reports = await asyncio.gather(*(probe(n, b) for n, b in self.models.items()))
-        healthy = all(report["status"] == "ok" for report in reports)
-        return {"status": "ok" if healthy else "degraded", "models": reports}
+def open_image_service(
+    config: AppConfig,
+    prompts: PromptBackend,
+    models: dict[str, ModelBackend],
+    metrics: ServiceMetrics | None = None,
+) -> ImageService:
+    """The image service with the storage the config names (Gateway and JobRunner alike)."""
+    return ImageService(config, prompts, models, build_storage(config), metrics)

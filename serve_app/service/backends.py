@@ -1,7 +1,7 @@
-"""What the Gateway's serving logic needs from the other deployments.
+"""What the image service needs from the other deployments.
 
-The Ray Serve Gateway passes handle adapters; tests may pass the same serve_app
-objects running in-process.
+Under Ray Serve these are handle adapters (serve_app/ray_adapter.py); tests may pass the
+same serve_app objects running in-process.
 """
 
 from __future__ import annotations

@@ -1,0 +1,89 @@
+"""The Gateway's FastAPI app: the routers, the middleware and the error envelope around
+the Gateway's parts, and the factory that makes those parts from a config."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from serve_app import environment
+from serve_app.api.dependencies import GatewayParts, ReplicaCounts
+from serve_app.api.errors import COMMON_ERRORS, error_responses, install_error_handlers
+from serve_app.api.middleware import install_middleware
+from serve_app.api.openapi import install_openapi
+from serve_app.api.routes import catalog, files, images, jobs
+from serve_app.config import AppConfig
+from serve_app.jobs.store import JobStore
+from serve_app.observability.access_log import AccessLog
+from serve_app.observability.metrics import ServiceMetrics
+from serve_app.security.guard import build_guard
+from serve_app.service.backends import ModelBackend, PromptBackend
+from serve_app.service.catalog import Catalog
+from serve_app.service.images import open_image_service
+from serve_app.service.jobs import JobService
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(parts: GatewayParts) -> FastAPI:
+    app = FastAPI(
+        title="Image serving API",
+        version="1",
+        description="Generate and edit images, OpenAI-compatible, with templates, style "
+        "presets and brand guides; durable jobs with signed webhooks.",
+    )
+    app.state.parts = parts
+    common = error_responses(*COMMON_ERRORS)
+    for router in (images.router, catalog.router, files.router):
+        app.include_router(router, responses=common)
+    if parts.jobs is not None:
+        app.include_router(jobs.router, responses=common)
+    install_error_handlers(app)
+    install_middleware(
+        app, parts.images.config, parts.guard, parts.images.metrics, parts.access_log
+    )
+    install_openapi(app, webhooks_enabled=parts.jobs is not None and parts.jobs.webhooks_enabled)
+    return app
+
+
+def gateway_parts(
+    config: AppConfig,
+    prompts: PromptBackend,
+    models: dict[str, ModelBackend],
+    *,
+    metrics: ServiceMetrics | None = None,
+    access_logger: logging.Logger | None = None,
+    access_log_extra_key: str = "access",
+    replica_counts: ReplicaCounts | None = None,
+) -> GatewayParts:
+    """Everything a Gateway replica holds: it opens the job store (creating its tables),
+    the key store and the rate limiter the config names. Blocking: run it off the loop."""
+    images = open_image_service(config, prompts, models, metrics)
+    store = JobStore(environment.job_store_url(config.jobs.store_url))
+    store.create_schema()
+    jobs = JobService(images, store, environment.webhook_secrets(config.jobs.webhooks.secrets))
+    observability = config.observability
+    access_log = None
+    if observability.access_log and access_logger is not None:
+        access_log = AccessLog(
+            access_logger,
+            extra_key=access_log_extra_key,
+            prompt_chars=observability.access_log_prompt_chars,
+        )
+    limits = config.rate_limits
+    logger.info(
+        "API keys %s; rate limits %s",
+        "on" if config.auth.enabled else "off",
+        ("shared via Redis" if limits.redis_url else "in this replica only")
+        if limits.enabled
+        else "off",
+    )
+    return GatewayParts(
+        images=images,
+        catalog=Catalog(config, prompts, models),
+        guard=build_guard(config),
+        jobs=jobs,
+        access_log=access_log,
+        replica_counts=replica_counts,
+    )

@@ -1,0 +1,55 @@
+"""What the routes are served from: the Gateway's parts, kept on the app and handed to each
+route by FastAPI's dependency injection (nothing here is a global)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from serve_app.errors import ErrorCode, NotFoundError
+from serve_app.observability.access_log import AccessLog
+from serve_app.security.guard import Guard
+from serve_app.service.catalog import Catalog
+from serve_app.service.images import ImageService
+from serve_app.service.jobs import JobService
+
+ReplicaCounts = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class GatewayParts:
+    images: ImageService
+    catalog: Catalog
+    guard: Guard
+    jobs: JobService | None = None
+    access_log: AccessLog | None = None
+    # Running replicas per deployment, for /v1/health (only under Ray Serve).
+    replica_counts: ReplicaCounts | None = None
+
+
+def gateway_parts(request: Request) -> GatewayParts:
+    return request.app.state.parts
+
+
+def image_service(request: Request) -> ImageService:
+    return gateway_parts(request).images
+
+
+def catalog(request: Request) -> Catalog:
+    return gateway_parts(request).catalog
+
+
+def job_service(request: Request) -> JobService:
+    jobs = gateway_parts(request).jobs
+    if jobs is None:  # the jobs router is only mounted with a job service
+        raise NotFoundError("jobs are not served here", code=ErrorCode.JOB_NOT_FOUND)
+    return jobs
+
+
+Images = Annotated[ImageService, Depends(image_service)]
+CatalogDep = Annotated[Catalog, Depends(catalog)]
+Jobs = Annotated[JobService, Depends(job_service)]
+Parts = Annotated[GatewayParts, Depends(gateway_parts)]

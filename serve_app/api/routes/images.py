@@ -1,0 +1,134 @@
+"""POST /v1/images/generations and /v1/images/edits, as the OpenAI SDK sends them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from serve_app.api.dependencies import Images
+from serve_app.api.errors import error_responses
+from serve_app.api.middleware import request_notes
+from serve_app.api.tenancy import authorize_model
+from serve_app.errors import ErrorCode, InvalidRequestError, UnsupportedMediaTypeError
+from serve_app.families import Task
+from serve_app.models.spec import GenerationResult
+from serve_app.protocol import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    validation_error,
+)
+from serve_app.service.image_inputs import ImageSource
+
+router = APIRouter(tags=["images"])
+
+# Enough for the largest multi-image model plus a mask, and every OpenAI form field.
+MAX_FORM_FILES = 8
+MAX_FORM_FIELDS = 40
+IMAGE_FIELD = re.compile(r"^image(\[\d{0,2}\])?$")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], raw: bytes | dict[str, Any]) -> ModelT:
+    """Validate a body read by hand, with the same errors as FastAPI's own parsing."""
+    try:
+        if isinstance(raw, bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise validation_error(error.errors()) from None
+
+
+async def read_edit_form(
+    request: Request, max_image_bytes: int
+) -> tuple[ImageEditRequest, list[ImageSource], ImageSource | None]:
+    """The OpenAI SDK's multipart edit: files `image`, `image[]` (or `image[i]`), `mask`."""
+    # The context closes spooled upload files, also when a field is refused.
+    async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
+        fields: dict[str, str] = {}
+        uploads: list[ImageSource] = []
+        mask: ImageSource | None = None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                # One byte over the image cap is enough for the decoder to answer 413.
+                data = await value.read(max_image_bytes + 1)
+                if IMAGE_FIELD.fullmatch(key):
+                    uploads.append(ImageSource(f"image[{len(uploads)}]", upload=data))
+                elif key == "mask" and mask is None:
+                    mask = ImageSource("mask", upload=data)
+                else:
+                    raise InvalidRequestError(
+                        f"unexpected file field {key[:40]!r}",
+                        code=ErrorCode.INVALID_FILE_FIELD,
+                        param=key[:40],
+                    )
+            elif key in fields or IMAGE_FIELD.fullmatch(key) or key == "mask":
+                raise InvalidRequestError(
+                    f"field {key[:40]!r} must be given once, and images as files",
+                    code=ErrorCode.INVALID_FORM_FIELD,
+                    param=key[:40],
+                )
+            else:
+                fields[key] = value
+    return parse_body(ImageEditRequest, fields), uploads, mask
+
+
+def images_answer(response: ImagesResponse, result: GenerationResult) -> JSONResponse:
+    return JSONResponse(
+        response.model_dump(exclude_none=True),
+        headers={"x-batch-images": str(result.batch_images)},
+    )
+
+
+@router.post(
+    "/v1/images/generations",
+    response_model=ImagesResponse,
+    responses=error_responses(400, 404),
+)
+async def create_image(
+    request: Request, body: ImageGenerationRequest, images: Images
+) -> JSONResponse:
+    notes = request_notes(request)
+    notes.request(model=body.model, prompt=body.prompt)
+    authorize_model(request, images.resolve_model(body.model, task=Task.TEXT_TO_IMAGE).name)
+    response, result = await images.generate_images(body, str(request.base_url))
+    notes.result(response.model, (image.data for image in result.images), result.batch_images)
+    return images_answer(response, result)
+
+
+@router.post(
+    "/v1/images/edits",
+    response_model=ImagesResponse,
+    responses=error_responses(400, 404, 413, 415),
+    description="Edit images by instruction. Send multipart/form-data as the OpenAI SDK "
+    "does (files `image` or `image[]`, optional `mask`, and the other fields as form "
+    "fields), or JSON: an ImageEditRequest with `images: [{image_url}]` (https or data "
+    "URLs) or `[{b64_json}]`.",
+    # The body is read by hand (two content types); serve_app.api.openapi describes both.
+    openapi_extra={"x-edit-request-body": True},
+)
+async def edit_image(request: Request, images: Images) -> JSONResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in FORM_TYPES:
+        body, uploads, mask = await read_edit_form(request, images.config.images.max_bytes)
+    elif content_type == "application/json":
+        body = parse_body(ImageEditRequest, await request.body())
+        uploads, mask = [], None
+    else:
+        raise UnsupportedMediaTypeError(
+            "send multipart/form-data or application/json",
+            code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        )
+    notes = request_notes(request)
+    notes.request(model=body.model, prompt=body.prompt)
+    authorize_model(request, images.resolve_model(body.model, task=Task.IMAGE_EDIT).name)
+    response, result = await images.edit_images(body, uploads, mask, str(request.base_url))
+    notes.result(response.model, (image.data for image in result.images), result.batch_images)
+    return images_answer(response, result)

@@ -1,0 +1,68 @@
+"""What clients choose from (models with their capabilities, templates, styles, brands)
+and whether the models answer: the catalog and health routes' logic."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from serve_app.config import AppConfig, ModelConfig
+from serve_app.protocol import ModelBatching, ModelCapabilities, ModelCard, ModelList
+from serve_app.service.backends import ModelBackend, PromptBackend
+
+
+def model_card(model: ModelConfig) -> ModelCard:
+    traits, limits = model.traits, model.limits
+    return ModelCard(
+        id=model.name,
+        task=model.traits.task,
+        family=model.family,
+        description=model.description,
+        default_size=model.defaults.size,
+        max_n=limits.max_n,
+        min_side=limits.min_side,
+        max_side=limits.max_side,
+        max_pixels=limits.max_pixels,
+        max_steps=limits.max_steps,
+        capabilities=ModelCapabilities(
+            max_input_images=traits.max_input_images,
+            supports_mask=traits.supports_mask,
+            supports_negative_prompt=traits.supports_negative_prompt,
+            supports_adapters=traits.supports_adapters,
+            reports_progress=traits.reports_steps,
+            size_multiple=traits.size_multiple,
+            batching=ModelBatching(
+                mode=traits.batching, max_batch_images=model.batching.max_batch_size
+            ),
+        ),
+    )
+
+
+class Catalog:
+    def __init__(self, config: AppConfig, prompts: PromptBackend, models: dict[str, ModelBackend]):
+        self.config = config
+        self.prompts = prompts
+        self.models = models
+
+    def model_list(self) -> ModelList:
+        return ModelList(data=[model_card(model) for model in self.config.models])
+
+    async def templates(self) -> list[dict[str, Any]]:
+        return (await self.prompts.listing())["templates"]
+
+    async def styles(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(styles, brands)."""
+        listing = await self.prompts.listing()
+        return listing["styles"], listing["brands"]
+
+    async def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        async def probe(name: str, backend: ModelBackend) -> dict[str, Any]:
+            try:
+                info = await asyncio.wait_for(backend.health(), timeout_s)
+                return {"status": "ok", **info}
+            except Exception as error:  # a dead or stuck replica is reported, not raised
+                return {"model": name, "status": "unavailable", "reason": type(error).__name__}
+
+        reports = await asyncio.gather(*(probe(n, b) for n, b in self.models.items()))
+        healthy = all(report["status"] == "ok" for report in reports)
+        return {"status": "ok" if healthy else "degraded", "models": reports}
