@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     INVALID_AUTHORIZATION_HEADER = "invalid_authorization_header"
     INVALID_BASE64 = "invalid_base64"
     INVALID_FILE_FIELD = "invalid_file_field"
+    INVALID_FORM = "invalid_form"
     INVALID_FORM_FIELD = "invalid_form_field"
     INVALID_GUIDANCE_SCALE = "invalid_guidance_scale"
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"

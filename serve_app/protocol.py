@@ -6,7 +6,14 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.families import Batching, Task
@@ -16,12 +23,33 @@ class APIModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Validation context of a multipart form, whose fields are all text.
+FORM = {"form": True}
+
+
+def _json_number(value: Any, info: ValidationInfo) -> Any:
+    """A number in JSON is a JSON number: not `true`, not "3" (pydantic's lax mode would take
+    both). A multipart form's fields are text and are converted as usual."""
+    if isinstance(value, bool) or (isinstance(value, str) and not (info.context or {}).get("form")):
+        raise ValueError("must be a number")
+    return value
+
+
+# Input images one edit may carry in any form (a model takes at most its max_input_images).
+MAX_IMAGES = 16
+# Checked by the service with their own error codes (invalid_size, empty_prompt); here they
+# are documented, so the schema says what the service accepts.
+SIZE_PATTERN = r"^(auto|[0-9]{2,5}x[0-9]{2,5})$"
+# Anything but white space (Python's str.isspace() characters, which str.strip() removes).
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 class ImageRequest(APIModel):
     """What generation and edit requests share: OpenAI's fields, then our extensions."""
 
     model: str | None = Field(None, description="Model name; the first of its task if unset.")
     prompt: str = Field(max_length=32000)
-    n: int = Field(1, ge=1, le=10)
+    n: int = Field(1, ge=1, le=10, description="Images to make (at most the model's max_n).")
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: Literal["png", "jpeg", "webp"] = "png"
     output_compression: int | None = Field(None, ge=0, le=100)
@@ -32,18 +60,42 @@ class ImageRequest(APIModel):
     # Extensions.
     negative_prompt: str | None = Field(None, max_length=8000)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    steps: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1, description="At most the model's max_steps.")
     guidance_scale: float | None = Field(None, ge=0)
     style: str | None = None
     brand: str | None = None
+
+    _numbers_are_numbers = field_validator(
+        "n", "output_compression", "seed", "steps", "guidance_scale", mode="before"
+    )(_json_number)
+
+
+def _generation_schema(schema: dict[str, Any]) -> None:
+    with_template = {"required": ["template"], "properties": {"template": {"type": "string"}}}
+    schema["allOf"] = [
+        # A prompt may be blank only where a template makes one...
+        {"anyOf": [with_template, {"properties": {"prompt": {"pattern": NOT_BLANK}}}]},
+        # ...and variables fill a template.
+        {
+            "anyOf": [
+                with_template,
+                {"not": {"required": ["variables"]}},
+                {"properties": {"variables": {"type": "null"}}},
+            ]
+        },
+    ]
 
 
 class ImageGenerationRequest(ImageRequest):
     """POST /v1/images/generations."""
 
-    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"variables": ["template"]}})
+    model_config = ConfigDict(json_schema_extra=_generation_schema)
 
-    size: str = Field("auto", description="'WxH' (e.g. '1024x768') or 'auto'.")
+    size: str = Field(
+        "auto",
+        description="'WxH' (e.g. '1024x768') within the model's limits, or 'auto'.",
+        json_schema_extra={"pattern": SIZE_PATTERN},
+    )
     quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
     moderation: Literal["auto", "low"] | None = None
     template: str | None = None
@@ -52,32 +104,62 @@ class ImageGenerationRequest(ImageRequest):
     )
 
 
+def _one_of_two(schema: dict[str, Any]) -> None:
+    for name in ("image_url", "b64_json"):
+        schema["properties"][name].pop("anyOf", None)
+        schema["properties"][name].pop("default", None)
+        schema["properties"][name].update(type="string", maxLength=96 << 20)
+    schema["minProperties"] = schema["maxProperties"] = 1
+
+
 class ImageReference(APIModel):
-    """An input image in a JSON body: an https (or data:) URL, or bare base64."""
+    """An input image in a JSON body: an https (or data:) URL, or bare base64; exactly one."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_two)
 
     image_url: str | None = Field(None, max_length=96 << 20)
     b64_json: str | None = Field(None, max_length=96 << 20)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageReference:
-        if (self.image_url is None) == (self.b64_json is None):
+        given = [name for name in self.model_fields_set if getattr(self, name) is not None]
+        if len(self.model_fields_set) != 1 or len(given) != 1:
             raise ValueError("give exactly one of image_url or b64_json")
         return self
+
+
+def _edit_schema(schema: dict[str, Any]) -> None:
+    # Checked by the service (missing_image, empty_prompt), so a form can bring files instead.
+    schema["required"] = [*schema.get("required", []), "images"]
+    schema["properties"]["images"]["minItems"] = 1
+    schema["properties"]["prompt"]["pattern"] = NOT_BLANK
 
 
 class ImageEditRequest(ImageRequest):
     """POST /v1/images/edits. Multipart (as the OpenAI SDK sends it) carries the images as
     files `image` / `image[]` / `mask`; JSON carries them in `images` and `mask`."""
 
-    images: list[ImageReference] = Field(default_factory=list, max_length=16)
+    model_config = ConfigDict(json_schema_extra=_edit_schema)
+
+    images: list[ImageReference] = Field(
+        default_factory=list,
+        max_length=MAX_IMAGES,
+        description="The image to edit first; more only for models that take several.",
+    )
     mask: ImageReference | None = Field(
         None, description="Transparent (or white) where the edit may change the picture."
     )
-    size: str = Field("auto", description="'WxH' (the input is cropped to it) or 'auto'.")
+    size: str = Field(
+        "auto",
+        description="'WxH' (the input is cropped to it) or 'auto'.",
+        json_schema_extra={"pattern": SIZE_PATTERN},
+    )
     quality: Literal["auto", "standard", "low", "medium", "high"] | None = None
     input_fidelity: Literal["high", "low"] | None = None
     # InstructPix2Pix: how closely the edit keeps to the input image.
     image_guidance_scale: float | None = Field(None, ge=0)
+
+    _numbers_are_numbers_too = field_validator("image_guidance_scale", mode="before")(_json_number)
 
 
 class ImageData(APIModel):
@@ -247,18 +329,12 @@ class DeliveryStatus(StrEnum):
     DISABLED = "disabled"
 
 
-def _small_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
-    if value is not None and (
-        len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())
-    ):
-        raise ValueError("at most 16 keys of up to 64 characters, values up to 512")
-    return value
-
-
 Metadata = Annotated[
-    dict[str, str] | None,
-    AfterValidator(_small_metadata),
-    Field(description="Up to 16 keys (64 chars) and values (512 chars), echoed back."),
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None,
+    Field(
+        max_length=16,
+        description="Up to 16 keys (64 chars) and values (512 chars), echoed back.",
+    ),
 ]
 
 
@@ -429,8 +505,11 @@ def validation_error(errors: list[dict[str, Any]]) -> InvalidRequestError:
         return InvalidRequestError(
             "the request body is not valid JSON", code=ErrorCode.INVALID_JSON
         )
+    # Parts can be the client's own keys: keep each short.
     location = [
-        str(part) for part in first.get("loc", ()) if part != "body" and part not in _UNION_TAGS
+        str(part)[:64]
+        for part in first.get("loc", ())
+        if part != "body" and part not in _UNION_TAGS
     ]
     message = first.get("msg", "invalid request")
     if kind == "extra_forbidden":

@@ -35,6 +35,7 @@ ERROR_DESCRIPTIONS = {
     503: "A model is at capacity, unavailable or timed out; see Retry-After.",
     504: "The request passed its deadline.",
 }
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 # What any route may answer, whatever it does: the door, the deadline and the unexpected.
 COMMON_ERRORS = (401, 403, 429, 500, 504)
 
@@ -149,12 +150,16 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 def allowed_methods(request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+    """The methods some route answers on this path (asked through the routes' own matching,
+    which also sees into included routers)."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,7 @@
-"""The OpenAPI document, made to say what this deployment accepts: the edit route's two
-body forms (read by hand, so FastAPI cannot see them), and no `callback_url` where
-webhooks are off (such a request is refused)."""
+"""The OpenAPI document, made to say what this deployment accepts and answers: the edit
+route's two body forms (read by hand, so FastAPI cannot see them), a malformed request as
+the 400 envelope it gets (FastAPI would document a 422 of its own shape), and no
+`callback_url` where webhooks are off (such a request is refused)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from serve_app.protocol import ImageEditRequest
+from serve_app.api.errors import ERROR_DESCRIPTIONS
+from serve_app.protocol import MAX_IMAGES, ImageEditRequest
 
 SCHEMAS = "#/components/schemas/"
 BINARY = {"type": "string", "format": "binary"}
@@ -20,6 +22,7 @@ FORM_FILES = {
     "image[]": {
         "type": "array",
         "items": BINARY,
+        "maxItems": MAX_IMAGES,
         "description": "Images, for models that take several (see /v1/models).",
     },
     "mask": {**BINARY, "description": "Transparent where the edit may change the image."},
@@ -37,6 +40,7 @@ def install_openapi(app: FastAPI, *, webhooks_enabled: bool) -> None:
                 routes=app.routes,
             )
             _describe_edit_bodies(schema)
+            _validation_errors_are_400(schema)
             if not webhooks_enabled:
                 _without_callbacks(schema)
             app.openapi_schema = schema
@@ -63,19 +67,53 @@ def _describe_edit_bodies(schema: dict[str, Any]) -> None:
 
 
 def _edit_form(json_schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI SDK's form: the JSON body's scalar fields, images as files."""
+    """The OpenAI SDK's form: the JSON body's scalar fields, and the image as the file
+    `image`, or several as `image[]`."""
     fields = {
-        name: copy.deepcopy(field)
+        name: _not_null(field)
         for name, field in json_schema["properties"].items()
         if name not in ("images", "mask")
     }
     return {
         "type": "object",
         "properties": {**fields, **FORM_FILES},
-        "required": json_schema.get("required", []),
+        "required": [name for name in json_schema.get("required", []) if name in fields],
         "anyOf": [{"required": ["image"]}, {"required": ["image[]"]}],
         "additionalProperties": False,
     }
+
+
+def _not_null(field: dict[str, Any]) -> dict[str, Any]:
+    """A form field has no null: an optional field is one left out."""
+    field = copy.deepcopy(field)
+    options = [option for option in field.pop("anyOf", []) if option.get("type") != "null"]
+    if len(options) == 1:
+        field.update(options[0])
+    elif options:
+        field["anyOf"] = options
+    if field.get("default", "") is None:
+        del field["default"]
+    return field
+
+
+def _validation_errors_are_400(schema: dict[str, Any]) -> None:
+    """Every operation that validates its input answers a malformed one with the 400
+    envelope; FastAPI's 422 `HTTPValidationError` is never sent."""
+    envelope = {
+        "description": ERROR_DESCRIPTIONS[400],
+        "content": {"application/json": {"schema": {"$ref": SCHEMAS + "ErrorResponse"}}},
+    }
+    for path in schema["paths"].values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            fastapi_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if fastapi_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", envelope)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
 
 
 def _without_callbacks(schema: dict[str, Any]) -> None:

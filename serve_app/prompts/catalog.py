@@ -128,6 +128,7 @@ class PromptCatalog(CatalogModel):
             return cls.model_validate(yaml.safe_load(handle) or {})
 
     def render(self, request: PromptRequest) -> RenderedPrompt:
+        check_prompt_request(request)
         prompt = request.prompt.strip()
         negatives = [request.negative_prompt] if request.negative_prompt else []
         size = None
@@ -142,16 +143,8 @@ class PromptCatalog(CatalogModel):
                 )
             size = template.size
             style_name = style_name or template.style
-        elif request.variables is not None:
-            raise InvalidRequestError(
-                "variables are only used with a template",
-                code=ErrorCode.UNEXPECTED_VARIABLES,
-                param="variables",
-            )
         if not prompt:
-            raise InvalidRequestError(
-                "prompt must not be empty", code=ErrorCode.EMPTY_PROMPT, param="prompt"
-            )
+            raise _empty_prompt()
 
         steps = guidance_scale = None
         if style_name is not None:
@@ -242,6 +235,27 @@ def _tidy(text: str) -> str:
     text = re.sub(r"\s+", " ", text)
     text = re.sub(r"\s*,(\s*,)+", ",", text)
     return text.strip(" ,")
+
+
+def check_prompt_request(request: PromptRequest) -> None:
+    """What is refused before any template is looked up (a job at submission, too): a blank
+    prompt with no template to make one, and variables with no template to fill."""
+    if request.template is not None:
+        return
+    if request.variables is not None:
+        raise InvalidRequestError(
+            "variables are only used with a template",
+            code=ErrorCode.UNEXPECTED_VARIABLES,
+            param="variables",
+        )
+    if not request.prompt.strip():
+        raise _empty_prompt()
+
+
+def _empty_prompt() -> InvalidRequestError:
+    return InvalidRequestError(
+        "prompt must not be empty", code=ErrorCode.EMPTY_PROMPT, param="prompt"
+    )
 
 
 def catalog_listing(catalog: PromptCatalog) -> dict[str, list[dict]]:

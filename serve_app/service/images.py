@@ -14,7 +14,7 @@ from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, Serv
 from serve_app.families import Task
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.observability.metrics import ServiceMetrics
-from serve_app.prompts import PromptRequest, RenderedPrompt
+from serve_app.prompts import PromptRequest, RenderedPrompt, check_prompt_request
 from serve_app.protocol import (
     ImageData,
     ImageEditRequest,
@@ -90,16 +90,7 @@ class ImageService:
         model = self.resolve_model(body.model, task=Task.TEXT_TO_IMAGE)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         with self.metrics.timed("template", model.name):
-            rendered = await self.prompts.render(
-                PromptRequest(
-                    prompt=body.prompt,
-                    negative_prompt=body.negative_prompt,
-                    template=body.template,
-                    variables=body.variables,
-                    style=body.style,
-                    brand=body.brand,
-                )
-            )
+            rendered = await self.prompts.render(self._prompt_request(body))
         multiple = model.traits.size_multiple
         if body.size != "auto":
             width, height = requested_size(body.size)
@@ -135,14 +126,7 @@ class ImageService:
             ImageSource("mask", reference=body.mask) if body.mask is not None else None
         )
         with self.metrics.timed("template", model.name):
-            rendered = await self.prompts.render(
-                PromptRequest(
-                    prompt=body.prompt,
-                    negative_prompt=body.negative_prompt,
-                    style=body.style,
-                    brand=body.brand,
-                )
-            )
+            rendered = await self.prompts.render(self._prompt_request(body))
         with self.metrics.timed("inputs", model.name):
             prepared = await self.image_inputs.prepare(model, sources, mask_source, body.size)
         steps, guidance = self._schedule(model, body, rendered)
@@ -191,21 +175,38 @@ class ImageService:
 
     def check_job_request(self, body: ImageGenerationRequest | ImageEditRequest) -> ModelConfig:
         """What a job's request can be refused for at submission, before it is queued:
-        the model, its task and limits, and explicit size, steps and guidance. Templates
-        and image URLs are rendered and fetched when the job runs."""
+        the model, its task and limits, explicit size, steps and guidance, and a prompt
+        that needs a template it lacks. Templates and image URLs are rendered and fetched
+        when the job runs."""
+        check_prompt_request(self._prompt_request(body))
         if isinstance(body, ImageEditRequest):
             model = self.resolve_model(body.model, task=Task.IMAGE_EDIT)
             self._edit_sources(model, body, [])
         else:
             model = self.resolve_model(body.model, task=Task.TEXT_TO_IMAGE)
-            if body.size != "auto":
-                width, height = requested_size(body.size)
-                check_size(width, height, model, model.traits.size_multiple)
+        if body.size != "auto":  # an edit's input is cropped to it
+            width, height = requested_size(body.size)
+            check_size(width, height, model, model.traits.size_multiple)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         self._check_schedule(model, body.steps or model.defaults.steps, body.guidance_scale or 0)
         return model
 
     # --- shared by generation and edits -----------------------------------------------------
+
+    @staticmethod
+    def _prompt_request(body: ImageGenerationRequest | ImageEditRequest) -> PromptRequest:
+        """The prompt-related part of a request, as the PromptTemplater takes it (edits
+        have no template)."""
+        template = {}
+        if isinstance(body, ImageGenerationRequest):
+            template = {"template": body.template, "variables": body.variables}
+        return PromptRequest(
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt,
+            style=body.style,
+            brand=body.brand,
+            **template,
+        )
 
     def _check_request(
         self, model: ModelConfig, n: int, prompt: str, negative_prompt: str | None

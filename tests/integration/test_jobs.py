@@ -110,7 +110,12 @@ def test_a_request_that_fails_when_run_ends_failed_with_its_error(client):
             "url_forbidden",
             "callback_url",
         ),
-        ({**generation_job(), "metadata": {"k": "v" * 600}}, 400, "invalid_parameter", None),
+        (
+            {**generation_job(), "metadata": {"k": "v" * 600}},
+            400,
+            "invalid_parameter",
+            "metadata.k",
+        ),
     ],
 )
 def test_bad_jobs_are_refused_at_submission(client, body, status, code, param):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from serve_app.api.dependencies import Images
 from serve_app.api.errors import error_responses
@@ -18,6 +19,8 @@ from serve_app.errors import ErrorCode, InvalidRequestError, UnsupportedMediaTyp
 from serve_app.families import Task
 from serve_app.models.spec import GenerationResult
 from serve_app.protocol import (
+    FORM,
+    MAX_IMAGES,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
@@ -27,8 +30,9 @@ from serve_app.service.image_inputs import ImageSource
 
 router = APIRouter(tags=["images"])
 
-# Enough for the largest multi-image model plus a mask, and every OpenAI form field.
-MAX_FORM_FILES = 8
+# The files the form's schema allows (`image`, every `image[]`, the mask); a model refuses
+# more images than it takes. Every field of the JSON body, and then some.
+MAX_FORM_FILES = MAX_IMAGES + 2
 MAX_FORM_FIELDS = 40
 IMAGE_FIELD = re.compile(r"^image(\[\d{0,2}\])?$")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -36,12 +40,13 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def parse_body(model: type[ModelT], raw: bytes | dict[str, Any]) -> ModelT:
-    """Validate a body read by hand, with the same errors as FastAPI's own parsing."""
+def parse_body(model: type[ModelT], raw: bytes | dict[str, str]) -> ModelT:
+    """Validate a JSON body or a form's fields read by hand, with the same errors as
+    FastAPI's own parsing."""
     try:
         if isinstance(raw, bytes):
             return model.model_validate_json(raw)
-        return model.model_validate(raw)
+        return model.model_validate(raw, context=FORM)
     except ValidationError as error:
         raise validation_error(error.errors()) from None
 
@@ -50,34 +55,47 @@ async def read_edit_form(
     request: Request, max_image_bytes: int
 ) -> tuple[ImageEditRequest, list[ImageSource], ImageSource | None]:
     """The OpenAI SDK's multipart edit: files `image`, `image[]` (or `image[i]`), `mask`."""
-    # The context closes spooled upload files, also when a field is refused.
-    async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
-        fields: dict[str, str] = {}
-        uploads: list[ImageSource] = []
-        mask: ImageSource | None = None
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                # One byte over the image cap is enough for the decoder to answer 413.
-                data = await value.read(max_image_bytes + 1)
-                if IMAGE_FIELD.fullmatch(key):
-                    uploads.append(ImageSource(f"image[{len(uploads)}]", upload=data))
-                elif key == "mask" and mask is None:
-                    mask = ImageSource("mask", upload=data)
-                else:
-                    raise InvalidRequestError(
-                        f"unexpected file field {key[:40]!r}",
-                        code=ErrorCode.INVALID_FILE_FIELD,
-                        param=key[:40],
-                    )
-            elif key in fields or IMAGE_FIELD.fullmatch(key) or key == "mask":
+    try:
+        # The context closes spooled upload files, also when a field is refused.
+        async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
+            fields, uploads, mask = await split_form(form, max_image_bytes)
+    except HTTPException as error:  # Starlette's parser: malformed, too many parts
+        raise InvalidRequestError(
+            f"the form could not be read: {error.detail}", code=ErrorCode.INVALID_FORM
+        ) from None
+    return parse_body(ImageEditRequest, fields), uploads, mask
+
+
+async def split_form(
+    form: FormData, max_image_bytes: int
+) -> tuple[dict[str, str], list[ImageSource], ImageSource | None]:
+    """(text fields, images, mask); each field once, images and the mask as files only."""
+    fields: dict[str, str] = {}
+    uploads: list[ImageSource] = []
+    mask: ImageSource | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            # One byte over the image cap is enough for the decoder to answer 413.
+            data = await value.read(max_image_bytes + 1)
+            if IMAGE_FIELD.fullmatch(key):
+                uploads.append(ImageSource(f"image[{len(uploads)}]", upload=data))
+            elif key == "mask" and mask is None:
+                mask = ImageSource("mask", upload=data)
+            else:
                 raise InvalidRequestError(
-                    f"field {key[:40]!r} must be given once, and images as files",
-                    code=ErrorCode.INVALID_FORM_FIELD,
+                    f"unexpected file field {key[:40]!r}",
+                    code=ErrorCode.INVALID_FILE_FIELD,
                     param=key[:40],
                 )
-            else:
-                fields[key] = value
-    return parse_body(ImageEditRequest, fields), uploads, mask
+        elif key in fields or IMAGE_FIELD.fullmatch(key) or key == "mask":
+            raise InvalidRequestError(
+                f"field {key[:40]!r} must be given once, and images as files",
+                code=ErrorCode.INVALID_FORM_FIELD,
+                param=key[:40],
+            )
+        else:
+            fields[key] = value
+    return fields, uploads, mask
 
 
 def images_answer(response: ImagesResponse, result: GenerationResult) -> JSONResponse:
