@@ -2,6 +2,7 @@
 #   make serve   start the service on configs/local.yaml (http://127.0.0.1:8000)
 #   make test    lint and run every test (unit and a real Ray Serve on localhost;
 #                starts PostgreSQL and Redis on 127.0.0.1 when they are not running)
+#   make test-fast   the unit tests alone (no Ray), for the edit-test loop
 #   make bench-cpu   sweep a tiny model on this CPU: benchmarks/results/<date>-cpu-<model>.*
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ CONFIG ?= configs/local.yaml
 
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint services bench-cpu bench-wheels
+.PHONY: install serve test test-fast lint services bench-cpu bench-wheels
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ services:
 
 test: lint services
 	$(BIN)/python -m pytest -q
+
+test-fast: install services
+	$(BIN)/python -m pytest -q tests/unit
 
 # The CPU sweep: our service, the naive server and the raw pipeline with a tiny
 # random-weight model; JSON, Markdown and PNG plots in benchmarks/results/.

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from serve_app.families import FAMILIES, Batching
 from tests.helpers import free_port, png_bytes, scratch_args
 
 
@@ -159,8 +160,9 @@ def integration_app_args(
     allowed_hosts: list[str] | None = None,
     webhook_hosts: list[str] | None = None,
 ) -> dict:
-    """configs/local.yaml's args, with the GLM-Image family added and a slower batch window
-    so that concurrent test requests reliably meet in one batch."""
+    """configs/local.yaml's args, with the GLM-Image family added and, for families that
+    share pipeline calls, a slower batch window so that concurrent test requests reliably
+    meet in one batch (families that run requests alone wait for no one)."""
     args = scratch_args(tmp_root, tiny_cache)
     args["gateway"] = {"max_request_bytes": 65536, "max_upload_bytes": 4 << 20}
     args["images"] = {
@@ -186,7 +188,8 @@ def integration_app_args(
         },
     }
     for model in args["models"]:
-        model["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
+        if FAMILIES[model["family"]].batching is Batching.SHARED:
+            model["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
     args["models"].append(
         {
             "name": "glm-image-tiny",
@@ -202,7 +205,7 @@ def integration_app_args(
                 "max_pixels": 65536,
                 "max_steps": 8,
             },
-            "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.2},
+            "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.0},
         }
     )
     return args

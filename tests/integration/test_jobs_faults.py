@@ -24,8 +24,8 @@ from tests.integration.jobs_helpers import generation_job, verified_events, wait
 
 pytestmark = pytest.mark.integration
 
-# Heavy enough (on this CPU) that jobs are still running when the kill comes.
-SLOW_JOB = {"size": "512x512", "steps": 20, "n": 2}
+# Heavy enough (seconds a batch on a CPU) that jobs are still running when the kill comes.
+SLOW_JOB = {"size": "256x256", "steps": 20, "n": 2}
 
 
 def submit_slow_jobs(client: httpx.Client, count: int, callback_url: str, tag: str) -> list[str]:

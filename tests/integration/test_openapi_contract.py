@@ -57,7 +57,7 @@ def test_the_openapi_document_is_the_contract(contract_url, tmp_path):
         ",".join(EXCLUDED_CHECKS),
         # Bounded by examples, not by --max-time (which fuzzes until the time is spent).
         "--max-examples",
-        "15",
+        "8",
         "--seed",
         "20261130",
         "--generation-database",

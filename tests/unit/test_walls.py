@@ -184,3 +184,13 @@ def test_error_codes_are_written_once():
         if re.search(r"""\bcode=["']|"code": ["']""", line)
     ]
     assert offenders == []
+
+
+def test_environment_variables_are_read_in_one_module():
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in SERVE_APP.rglob("*.py")
+        if path != SERVE_APP / "environment.py"
+        and re.search(r"\bos\.(environ|getenv)\b", path.read_text())
+    ]
+    assert offenders == []
