@@ -31,12 +31,6 @@ from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.security.pinned import pinned_client, send_pinned, tls_failure
 from serve_app.security.ssrf import UrlPolicy
 
-
-def callback_policy(webhooks: WebhookConfig) -> UrlPolicy:
-    """Where callbacks may go: the image URLs' SSRF rules, with the webhooks' own exemptions."""
-    return UrlPolicy(allow_http=webhooks.allow_http, allowlist=webhooks.allowed_hosts)
-
-
 SECRET_PREFIX = "whsec_"
 # The spec: symmetric secrets are 24 to 64 random bytes.
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
@@ -130,6 +124,11 @@ class DeliveryOutcome:
 
 def _failure(error: str, status: int | None = None, *, retry: bool = True) -> DeliveryOutcome:
     return DeliveryOutcome(False, status, error, retry=retry, disable=False)
+
+
+def callback_policy(webhooks: WebhookConfig) -> UrlPolicy:
+    """Where callbacks may go: the image URLs' SSRF rules, with the webhooks' own exemptions."""
+    return UrlPolicy(allow_http=webhooks.allow_http, allowlist=webhooks.allowed_hosts)
 
 
 class WebhookSender:
