@@ -54,8 +54,11 @@ def secure(base_url, tiny_cache, tmp_path_factory):
             "key_prefix": prefix,
             "requests_per_minute": 1000,
             "tenants": {"burst": {"requests_per_minute": BURST_LIMIT}},
-            # A Redis failure must show up as 503s here, not as a silently open door.
+            # A Redis failure must show up as 503s here, not as a silently open door...
             "on_backend_error": "deny",
+            # ...and a slow machine is not one: the Gateway's loop may lag a second under
+            # load, which the default 0.5 s would call a Redis failure.
+            "redis_timeout_s": 10,
         }
         gateway_options = {
             "num_replicas": 2,

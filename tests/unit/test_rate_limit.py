@@ -19,7 +19,8 @@ from tests.security_fixtures import REDIS_URL, closed_port, fresh_redis_prefix
 @pytest.fixture(params=["local", "redis"])
 async def limiter_and_prefix(request):
     with fresh_redis_prefix() as prefix:
-        limiter = LocalLimiter() if request.param == "local" else RedisLimiter(REDIS_URL)
+        # A generous timeout: a loaded test machine is not a Redis outage.
+        limiter = LocalLimiter() if request.param == "local" else RedisLimiter(REDIS_URL, 10)
         yield limiter, prefix
         await limiter.close()
 

@@ -192,7 +192,13 @@ async def test_redis_shares_one_tenant_budget_between_two_apps(tmp_path, store):
     """Two Gateways (two apps here, two replicas in the integration test) share one budget."""
     key = store.create_key("acme", "crm", ["generate"]).key
     with fresh_redis_prefix() as prefix:
-        limits = {"redis_url": REDIS_URL, "requests_per_minute": 4, "key_prefix": prefix}
+        limits = {
+            "redis_url": REDIS_URL,
+            "requests_per_minute": 4,
+            "key_prefix": prefix,
+            # A loaded machine is not a Redis outage (which would let requests through).
+            "redis_timeout_s": 10,
+        }
         args = app_args(tmp_path, rate_limits=limits)
         async with client_for(tmp_path, args) as one, client_for(tmp_path, args) as two:
             statuses = [
