@@ -306,10 +306,6 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_JOB_STATUSES
-
 
 TERMINAL_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 

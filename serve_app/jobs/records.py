@@ -6,8 +6,6 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from serve_app.protocol import TERMINAL_JOB_STATUSES
-
 
 def _json_or_none(text: str | None) -> Any:
     return json.loads(text) if text else None
@@ -44,10 +42,6 @@ class JobRecord:
         for name in ("request", "client_metadata", "result", "error"):
             values[name] = _json_or_none(values[name])
         return cls(**{f.name: values[f.name] for f in fields(cls)})
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_JOB_STATUSES
 
 
 @dataclass(frozen=True)
