@@ -93,6 +93,11 @@ def test_a_request_that_fails_when_run_ends_failed_with_its_error(client):
     assert done["attempts"] == 1  # a 4xx is not retried
 
 
+def job_ids(client) -> list[str]:
+    """The tenant's jobs, by id: a job's links are signed afresh on every read."""
+    return [job["id"] for job in client.get("/v1/jobs", params={"limit": 100}).json()["data"]]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "param"),
     [
@@ -119,14 +124,13 @@ def test_a_request_that_fails_when_run_ends_failed_with_its_error(client):
     ],
 )
 def test_bad_jobs_are_refused_at_submission(client, body, status, code, param):
-    before = client.get("/v1/jobs", params={"limit": 100}).json()["data"]
+    before = job_ids(client)
     assert_error(client.post("/v1/jobs", json=body), status, code, param)
-    after = client.get("/v1/jobs", params={"limit": 100}).json()["data"]
-    assert [j["id"] for j in after] == [j["id"] for j in before]
+    assert job_ids(client) == before
 
 
 def test_a_batch_with_one_bad_job_creates_nothing(client):
-    before = client.get("/v1/jobs", params={"limit": 100}).json()["data"]
+    before = job_ids(client)
     body = {"jobs": [generation_job("fine"), generation_job(prompt=None)]}
     assert_error(
         client.post("/v1/batches", json=body), 400, "invalid_parameter", "jobs.1.request.prompt"
@@ -136,7 +140,7 @@ def test_a_batch_with_one_bad_job_creates_nothing(client):
     assert_error(
         client.post("/v1/batches", json=body), 400, "invalid_steps", "jobs.1.request.steps"
     )
-    assert client.get("/v1/jobs", params={"limit": 100}).json()["data"] == before
+    assert job_ids(client) == before
 
 
 def test_fifty_identical_posts_with_one_idempotency_key_make_one_job(base_url, client):
