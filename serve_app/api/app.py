@@ -35,15 +35,13 @@ def create_app(parts: GatewayParts) -> FastAPI:
     )
     app.state.parts = parts
     common = error_responses(*COMMON_ERRORS)
-    for router in (images.router, catalog.router, files.router):
+    for router in (images.router, catalog.router, files.router, jobs.router):
         app.include_router(router, responses=common)
-    if parts.jobs is not None:
-        app.include_router(jobs.router, responses=common)
     install_error_handlers(app)
     install_middleware(
         app, parts.images.config, parts.guard, parts.images.metrics, parts.access_log
     )
-    install_openapi(app, webhooks_enabled=parts.jobs is not None and parts.jobs.webhooks_enabled)
+    install_openapi(app, webhooks_enabled=parts.jobs.webhooks_enabled)
     return app
 
 

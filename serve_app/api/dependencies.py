@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from serve_app.errors import ErrorCode, NotFoundError
 from serve_app.observability.access_log import AccessLog
 from serve_app.security.guard import Guard
 from serve_app.service.catalog import Catalog
@@ -24,7 +23,7 @@ class GatewayParts:
     images: ImageService
     catalog: Catalog
     guard: Guard
-    jobs: JobService | None = None
+    jobs: JobService
     access_log: AccessLog | None = None
     # Running replicas per deployment, for /v1/health (only under Ray Serve).
     replica_counts: ReplicaCounts | None = None
@@ -43,10 +42,7 @@ def catalog(request: Request) -> Catalog:
 
 
 def job_service(request: Request) -> JobService:
-    jobs = gateway_parts(request).jobs
-    if jobs is None:  # the jobs router is only mounted with a job service
-        raise NotFoundError("jobs are not served here", code=ErrorCode.JOB_NOT_FOUND)
-    return jobs
+    return gateway_parts(request).jobs
 
 
 Images = Annotated[ImageService, Depends(image_service)]
