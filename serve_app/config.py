@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -57,9 +57,60 @@ class ModelLimits(StrictModel):
 
 
 class BatchingConfig(StrictModel):
-    # Counted in images, not requests: a request for n images weighs n.
+    """What one pipeline call may hold, and whether an idle model waits for company.
+
+    A call holds at most `max_batch_size` images (a request for n images weighs n) and
+    at most `max_batch_work` default images of work, where a request weighs
+    n x width x height x steps over the model's default size and steps: one 1024x1024
+    request fills the work of four 512x512 ones.
+    """
+
     max_batch_size: int = Field(4, ge=1, le=64)
-    batch_wait_timeout_s: float = Field(0.05, ge=0, le=5)
+    # None: max_batch_size default images.
+    max_batch_work: float | None = Field(None, gt=0, le=1024)
+    # A request that finds the model idle waits this long for others to share its call
+    # (0: it starts at once). While a call runs, arrivals gather for the next regardless.
+    idle_wait_s: float = Field(0.0, ge=0, le=5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_wait_timeout_s" in data:
+            raise ValueError(
+                "batching.batch_wait_timeout_s is gone: a request that finds the model idle "
+                "now starts at once, and arrivals during a call share the next one; set "
+                "batching.idle_wait_s to make an idle model wait for company"
+            )
+        return data
+
+    def work_budget(self) -> float:
+        return self.max_batch_work if self.max_batch_work is not None else self.max_batch_size
+
+
+class WarmupConfig(StrictModel):
+    """Pipeline calls a replica makes before it takes traffic, so that no request pays for
+    lazy initialisation, kernel autotuning or (with `compile: true`) compilation."""
+
+    # Each size at each batch size (images per call). Empty: defaults.size only.
+    sizes: list[str] = []
+    # Empty: [1], plus max_batch_size when the model is compiled.
+    batch_sizes: list[int] = Field(default_factory=list)
+    # No new warm-up call starts after this many seconds; the replica then serves.
+    max_s: float = Field(300, gt=0)
+
+    @field_validator("sizes")
+    @classmethod
+    def _valid_sizes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_size(value)
+        return values
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(value < 1 for value in values):
+            raise ValueError("batch sizes must be at least 1")
+        return values
 
 
 class CustomWeights(StrictModel):
@@ -93,6 +144,7 @@ class ModelConfig(StrictModel):
     defaults: ModelDefaults = ModelDefaults()
     limits: ModelLimits = ModelLimits()
     batching: BatchingConfig = BatchingConfig()
+    warmup: WarmupConfig = WarmupConfig()
     custom_weights: CustomWeights | None = None
 
     @field_validator("name")
@@ -116,10 +168,23 @@ class ModelConfig(StrictModel):
     def traits(self) -> FamilyTraits:
         return FAMILIES[self.family]
 
+    def warmup_shapes(self) -> list[tuple[int, int, int]]:
+        """(width, height, images per call) of each warm-up call, in order."""
+        sizes = self.warmup.sizes or [self.defaults.size]
+        batches = self.warmup.batch_sizes or (
+            [1, self.batching.max_batch_size] if self.compile else [1]
+        )
+        shapes = []
+        for size in sizes:
+            width, height = parse_size(size)
+            for batch in dict.fromkeys(batches):
+                shapes.append((width, height, batch))
+        return shapes
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
         if self.limits.max_n > self.batching.max_batch_size:
-            # Serve rejects a single item heavier than max_batch_size.
+            # A request's n images come from one pipeline call, within the batch cap.
             raise ValueError(
                 f"limits.max_n ({self.limits.max_n}) must not exceed "
                 f"batching.max_batch_size ({self.batching.max_batch_size})"
@@ -130,6 +195,12 @@ class ModelConfig(StrictModel):
             raise ValueError(f"defaults.size {self.defaults.size} is outside the model's limits")
         if width * height > limits.max_pixels:
             raise ValueError(f"defaults.size {self.defaults.size} exceeds limits.max_pixels")
+        for size in self.warmup.sizes:
+            w, h = parse_size(size)
+            if max(w, h) > limits.max_side or w * h > limits.max_pixels:
+                raise ValueError(f"warmup size {size} exceeds the model's limits")
+        if any(b > self.batching.max_batch_size for b in self.warmup.batch_sizes):
+            raise ValueError("warmup.batch_sizes must not exceed batching.max_batch_size")
         if self.defaults.steps > limits.max_steps:
             raise ValueError("defaults.steps exceeds limits.max_steps")
         if self.path.startswith("tiny:") and self.path != f"tiny:{self.family}":

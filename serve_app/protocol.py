@@ -194,6 +194,10 @@ class ModelBatching(APIModel):
         "call; `per_request`: each request runs alone (its n images in one call)."
     )
     max_batch_images: int = Field(description="Images one pipeline call holds at most.")
+    max_batch_work: float = Field(
+        description="Work one pipeline call holds at most, in default images: a request "
+        "weighs n x width x height x steps over the model's default size and steps."
+    )
 
 
 class ModelCapabilities(APIModel):

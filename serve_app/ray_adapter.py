@@ -87,3 +87,14 @@ def proxy_host() -> str | None:
     from ray.serve.context import _get_global_client
 
     return _get_global_client().http_config.host
+
+
+def assigned_cpu_threads() -> int:
+    """Threads for this actor's CPU work: the whole CPUs Serve reserved for it
+    (`ray_actor_options.num_cpus`), at least one. Ray sets no OMP_NUM_THREADS for
+    fractional CPUs, and torch would otherwise take every core of the machine, which
+    oversubscribes a node shared by several replicas."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, int(cpus))

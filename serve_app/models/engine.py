@@ -19,6 +19,7 @@ from serve_app.config import ModelConfig, parse_size
 from serve_app.errors import ErrorCode, ServiceUnavailableError
 from serve_app.families import Batching, Task
 from serve_app.images import encode_image
+from serve_app.models.batch_queue import BatchBudget, BatchCost
 from serve_app.models.loading import load_model
 from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec
 from serve_app.observability.gpu import gpu_report
@@ -50,7 +51,11 @@ class ModelEngine:
         tiny_cache: Path,
         metrics: ServiceMetrics | None = None,
         progress: ProgressSink | None = None,
+        cpu_threads: int | None = None,
     ):
+        if cpu_threads is not None:
+            # torch's intra-op threads in this process (a replica's share of the node).
+            torch.set_num_threads(cpu_threads)
         self.config = config
         self.metrics = metrics or ServiceMetrics()
         self.progress = progress
@@ -107,6 +112,19 @@ class ModelEngine:
                 offset += spec.n
         return results  # type: ignore[return-value]
 
+    def batch_budget(self) -> BatchBudget:
+        batching = self.config.batching
+        return BatchBudget(batching.max_batch_size, batching.work_budget())
+
+    def batch_cost(self, spec: ModelSpec) -> BatchCost:
+        """A request's weight in default images (n x pixels x steps over the model's
+        default size and steps) and the key it shares pipeline calls by."""
+        width, height = parse_size(self.config.defaults.size)
+        default_work = width * height * self.config.defaults.steps
+        work = spec.n * spec.width * spec.height * spec.steps / default_work
+        shares_calls = self.model.family.traits.batching is Batching.SHARED
+        return BatchCost(spec.n, work, spec.batch_key() if shares_calls else None)
+
     def _on_step(self, group: list[ModelSpec]) -> Callable[[int], None] | None:
         job_ids = [spec.job_id for spec in group if spec.job_id]
         if not job_ids or self.progress is None:
@@ -114,19 +132,51 @@ class ModelEngine:
         progress, total = self.progress, group[0].steps
         return lambda step: progress(job_ids, step, total)
 
-    def warmup(self) -> None:
-        """One small call at the default size, so the first request pays no lazy init."""
-        width, height = parse_size(self.config.defaults.size)
+    def warmup(self) -> list[tuple[int, int, int]]:
+        """The configured warm-up calls (default: one image at the default size), so no
+        request pays for lazy initialisation, autotuning or compilation. Stops starting
+        calls after `warmup.max_s`; returns the (width, height, images) it ran."""
         defaults = self.config.defaults
-        spec: ModelSpec
-        if self.model.family.traits.task is Task.IMAGE_EDIT:
-            gray = np.full((height, width, 3), 128, dtype=np.uint8)
-            spec = EditSpec("warm-up", None, (gray,), None, 1, defaults.guidance_scale, None, (0,))
-        else:
-            spec = GenerationSpec("warm-up", None, width, height, 1, defaults.guidance_scale, (0,))
-        result = self.run_batch([spec], record=False)[0]
-        if isinstance(result, Exception):
-            raise result
+        started = time.perf_counter()
+        done = []
+        for width, height, images in self.config.warmup_shapes():
+            elapsed = time.perf_counter() - started
+            if done and elapsed > self.config.warmup.max_s:
+                logger.warning(
+                    "%s: warm-up stopped after %.0fs (warmup.max_s); %dx%d x%d and later "
+                    "shapes were not warmed",
+                    self.config.name,
+                    elapsed,
+                    width,
+                    height,
+                    images,
+                )
+                break
+            seeds = tuple(range(images))
+            spec: ModelSpec
+            if self.model.family.traits.task is Task.IMAGE_EDIT:
+                gray = np.full((height, width, 3), 128, dtype=np.uint8)
+                spec = EditSpec(
+                    "warm-up", None, (gray,), None, 1, defaults.guidance_scale, None, seeds
+                )
+            else:
+                spec = GenerationSpec(
+                    "warm-up", None, width, height, 1, defaults.guidance_scale, seeds
+                )
+            call_started = time.perf_counter()
+            result = self.run_batch([spec], record=False)[0]
+            if isinstance(result, Exception):
+                raise result
+            logger.info(
+                "%s: warmed %dx%d x%d in %.2fs",
+                self.config.name,
+                width,
+                height,
+                images,
+                time.perf_counter() - call_started,
+            )
+            done.append((width, height, images))
+        return done
 
     def _record_call(self, images: int, seconds: float) -> None:
         name = self.config.name

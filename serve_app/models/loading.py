@@ -95,10 +95,27 @@ def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
     else:
         pipeline.to(device)
 
+    if device == "cuda":
+        _tune_for_cuda(pipeline)
     if config.compile:
         denoiser = "transformer" if hasattr(pipeline, "transformer") else "unet"
+        # Compiled on the first calls of each shape: the replica's warm-up makes them
+        # (warmup.sizes x warmup.batch_sizes) before it takes traffic.
         setattr(pipeline, denoiser, torch.compile(getattr(pipeline, denoiser)))
     return LoadedModel(pipeline, family, device, dtype, checkpoint, report)
+
+
+def _tune_for_cuda(pipeline: Any) -> None:
+    """Settings that make the same work faster on a card and change no result beyond
+    rounding. Attention already runs through SDPA (diffusers' default processors)."""
+    # TF32 tensor cores for the float32 matmuls and convolutions left (VAEs kept in fp32).
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    # cuDNN's convolutions run fastest on NHWC: the UNet's and the VAE's.
+    for name in ("unet", "vae"):
+        module = getattr(pipeline, name, None)
+        if isinstance(module, torch.nn.Module):
+            module.to(memory_format=torch.channels_last)
 
 
 def _apply_custom_weights(pipeline: Any, config: ModelConfig) -> WeightsReport:

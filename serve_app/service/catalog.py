@@ -32,7 +32,9 @@ def model_card(model: ModelConfig) -> ModelCard:
             reports_progress=traits.reports_steps,
             size_multiple=traits.size_multiple,
             batching=ModelBatching(
-                mode=traits.batching, max_batch_images=model.batching.max_batch_size
+                mode=traits.batching,
+                max_batch_images=model.batching.max_batch_size,
+                max_batch_work=model.batching.work_budget(),
             ),
         ),
     )

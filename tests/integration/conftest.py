@@ -189,7 +189,7 @@ def integration_app_args(
     }
     for model in args["models"]:
         if FAMILIES[model["family"]].batching is Batching.SHARED:
-            model["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
+            model["batching"] = {"max_batch_size": 8, "idle_wait_s": 0.5}
     args["models"].append(
         {
             "name": "glm-image-tiny",
@@ -205,7 +205,7 @@ def integration_app_args(
                 "max_pixels": 65536,
                 "max_steps": 8,
             },
-            "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.0},
+            "batching": {"max_batch_size": 4},
         }
     )
     return args

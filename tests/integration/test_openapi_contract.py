@@ -36,7 +36,7 @@ def contract_url(serve_port, tiny_cache, tmp_path_factory):
         if model["name"] in ("sd-tiny", "pix2pix-tiny")
     ]
     for model in args["models"]:
-        model["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0}
+        model["batching"] = {"max_batch_size": 4}
     args["jobs"]["webhooks"]["secrets"] = []
     yield deploy_and_wait(args, "contract", "/contract", serve_port)
     serve.delete("contract")

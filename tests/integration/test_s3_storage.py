@@ -28,7 +28,7 @@ def s3_app(serve_port, app_args, s3_server, s3_bucket_module, tmp_path_factory) 
     args = copy.deepcopy(app_args)
     sd_tiny = next(m for m in args["models"] if m["name"] == "sd-tiny")
     sd_tiny["defaults"] = {"size": "64x64", "steps": 2, "guidance_scale": 5.0}
-    sd_tiny["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.0}
+    sd_tiny["batching"] = {"max_batch_size": 4}
     args["models"] = [sd_tiny]
     # Its own job store: its JobRunner must not take the main application's jobs.
     args["jobs"] = {

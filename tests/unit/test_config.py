@@ -78,6 +78,13 @@ def test_wrong_type_under_a_model_has_field_path(args):
     assert "models.0.batching.max_batch_size" in validation_message(args)
 
 
+def test_the_retired_batch_wait_setting_names_its_replacement(args):
+    args["models"][0]["batching"]["batch_wait_timeout_s"] = 0.05
+    message = validation_message(args)
+    assert "models.0.batching" in message
+    assert "batch_wait_timeout_s is gone" in message and "idle_wait_s" in message
+
+
 def test_max_n_above_max_batch_size_is_refused(args):
     args["models"][0]["limits"]["max_n"] = 9
     message = validation_message(args)

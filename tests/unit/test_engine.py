@@ -135,3 +135,66 @@ def test_job_specs_report_every_step_and_plain_requests_none(tiny_cache, store_u
     job = store.get_job("job_progress")
     assert (job.progress_step, job.progress_total) == (3, 3)
     store.dispose()
+
+
+def test_a_request_weighs_its_images_pixels_and_steps_against_the_default(engine):
+    # sd-unit's defaults: 64x64, 2 steps; budget: max_batch_size images of that work.
+    assert engine.batch_budget().max_images == engine.config.batching.max_batch_size
+    assert engine.batch_budget().max_work == engine.config.batching.max_batch_size
+    default = engine.batch_cost(spec())
+    assert (default.images, default.work) == (1, 1.0)
+    assert engine.batch_cost(spec(width=128, height=128)).work == 4.0
+    assert engine.batch_cost(spec(seeds=(1, 2, 3), steps=4)).work == 6.0
+    # Equal keys share calls; other sizes do not.
+    assert engine.batch_cost(spec(seeds=(9,))).key == default.key
+    assert engine.batch_cost(spec(width=128)).key != default.key
+
+
+def test_an_explicit_work_budget_is_counted_in_default_images(tiny_cache):
+    config = tiny_sd(batching={"max_batch_size": 8, "max_batch_work": 2.5})
+    engine = ModelEngine(config, tiny_cache)
+    assert engine.batch_budget().max_images == 8
+    assert engine.batch_budget().max_work == 2.5
+
+
+def test_warmup_runs_every_configured_shape_and_batch(tiny_cache):
+    config = tiny_sd(warmup={"sizes": ["64x64", "128x64"], "batch_sizes": [1, 2]})
+    assert ModelEngine(config, tiny_cache).warmup() == [
+        (64, 64, 1),
+        (64, 64, 2),
+        (128, 64, 1),
+        (128, 64, 2),
+    ]
+
+
+def test_warmup_starts_no_call_after_its_time_budget(tiny_cache, caplog):
+    config = tiny_sd(warmup={"batch_sizes": [1, 2, 4], "max_s": 1e-9})
+    with caplog.at_level("WARNING"):
+        assert ModelEngine(config, tiny_cache).warmup() == [(64, 64, 1)]
+    assert "warm-up stopped" in caplog.text
+
+
+def test_a_compiled_model_warms_its_largest_batch_too():
+    assert tiny_sd().warmup_shapes() == [(64, 64, 1)]
+    compiled = tiny_sd(compile=True, batching={"max_batch_size": 4})
+    assert compiled.warmup_shapes() == [(64, 64, 1), (64, 64, 4)]
+    with pytest.raises(ValueError, match="warmup.batch_sizes"):
+        tiny_sd(warmup={"batch_sizes": [8]})
+    with pytest.raises(ValueError, match="warmup size"):
+        tiny_sd(warmup={"sizes": ["1024x1024"]})
+
+
+def test_attention_runs_through_sdpa_and_the_card_settings_change_no_image(tiny_cache):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from serve_app.models.loading import _tune_for_cuda
+
+    engine = ModelEngine(tiny_sd(), tiny_cache)
+    unet = engine.model.pipeline.unet
+    assert {type(p) for p in unet.attn_processors.values()} == {AttnProcessor2_0}
+    before = engine.run_batch([spec(seeds=(3,))])[0].pixels[0].astype(int)
+    _tune_for_cuda(engine.model.pipeline)  # channels-last UNet and VAE (CPU runs it too)
+    conv = unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    after = engine.run_batch([spec(seeds=(3,))])[0].pixels[0].astype(int)
+    assert np.abs(before - after).max() <= 2

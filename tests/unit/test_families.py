@@ -41,6 +41,7 @@ def test_config_and_model_cards_follow_the_table(name):
     assert capabilities.size_multiple == traits.size_multiple
     assert capabilities.batching.mode == traits.batching
     assert capabilities.batching.max_batch_images == model.batching.max_batch_size
+    assert capabilities.batching.max_batch_work == model.batching.work_budget()
 
 
 def test_an_unknown_family_is_refused_with_the_known_ones():
