@@ -14,7 +14,7 @@ from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, Serv
 from serve_app.families import Task
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.observability.metrics import ServiceMetrics
-from serve_app.prompts import PromptRequest, RenderedPrompt, check_prompt_request
+from serve_app.prompts import PromptCatalog, PromptRequest, RenderedPrompt, check_prompt_request
 from serve_app.protocol import (
     ImageData,
     ImageEditRequest,
@@ -45,6 +45,10 @@ class ModelCall:
     revised_prompt: str
     size: str
     steps: int
+
+
+# Renders requests that use no catalog entry (see ImageService._render).
+_PLAIN_PROMPTS = PromptCatalog()
 
 
 class ImageService:
@@ -90,7 +94,7 @@ class ImageService:
         model = self.resolve_model(body.model, task=Task.TEXT_TO_IMAGE)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
         with self.metrics.timed("template", model.name):
-            rendered = await self.prompts.render(self._prompt_request(body))
+            rendered = await self._render(self._prompt_request(body))
         multiple = model.traits.size_multiple
         if body.size != "auto":
             width, height = requested_size(body.size)
@@ -126,7 +130,7 @@ class ImageService:
             ImageSource("mask", reference=body.mask) if body.mask is not None else None
         )
         with self.metrics.timed("template", model.name):
-            rendered = await self.prompts.render(self._prompt_request(body))
+            rendered = await self._render(self._prompt_request(body))
         with self.metrics.timed("inputs", model.name):
             prepared = await self.image_inputs.prepare(model, sources, mask_source, body.size)
         steps, guidance = self._schedule(model, body, rendered)
@@ -192,6 +196,14 @@ class ImageService:
         return model
 
     # --- shared by generation and edits -----------------------------------------------------
+
+    async def _render(self, request: PromptRequest) -> RenderedPrompt:
+        """A request that names no template, style or brand needs no catalog: it renders
+        here, by the same code on an empty catalog, without a round trip to the
+        PromptTemplater."""
+        if request.template is None and request.style is None and request.brand is None:
+            return _PLAIN_PROMPTS.render(request)
+        return await self.prompts.render(request)
 
     @staticmethod
     def _prompt_request(body: ImageGenerationRequest | ImageEditRequest) -> PromptRequest:
