@@ -69,8 +69,11 @@ class Tally:
             self.errors += 1
             return
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
-        self.images += len(response.json()["data"])
-        self.batches[int(response.headers.get("x-batch-images", 0))] += 1
+        body = response.json()
+        self.images += len(body["data"])
+        # A header from the service and the naive server; LitServe's body carries it.
+        shared = response.headers.get("x-batch-images") or body.get("batch_images", 0)
+        self.batches[int(shared)] += 1
 
     def row(self, *, requests: int, seconds: float, **settings: Any) -> Row:
         return measured_row(
@@ -201,6 +204,64 @@ async def run_open_loop(
         seconds=seconds,
         offered_rps=rate,
     )
+
+
+def parse_burst(words: list[str]) -> dict[str, int]:
+    """["512x512:4", "256x256:8"] -> {"512x512": 4, "256x256": 8}."""
+    burst = {}
+    for word in words:
+        size, _, count = word.partition(":")
+        if not size or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"a burst part is SIZE:COUNT, like 512x512:4; got {word!r}")
+        burst[size] = int(count)
+    return burst
+
+
+async def run_burst(
+    url: str,
+    model: str,
+    burst: dict[str, int],
+    steps: int,
+    *,
+    system: str = "serve",
+    max_batch_size: int | None = None,
+    timeout_s: float = 600,
+) -> Row:
+    """Every request of a mixed-size burst sent at once (sizes interleaved), to show how
+    the service cuts it into pipeline calls: the row keeps the call sizes per request size."""
+    left, order = dict(burst), []
+    while any(left.values()):
+        for size in burst:
+            if left[size]:
+                order.append(size)
+                left[size] -= 1
+    tallies = {size: Tally() for size in burst}
+    limits = httpx.Limits(max_connections=len(order))
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                tallies[size].send(client, RequestShape(model, size, steps), index, started)
+                for index, size in enumerate(order)
+            )
+        )
+        seconds = time.perf_counter() - started
+    total = Tally()
+    for tally in tallies.values():
+        total.latencies_ms += tally.latencies_ms
+        total.batches.update(tally.batches)
+        total.errors += tally.errors
+        total.images += tally.images
+    row = total.row(
+        system=system,
+        mode="burst",
+        concurrency=len(order),
+        max_batch_size=max_batch_size,
+        requests=len(order),
+        seconds=seconds,
+    )
+    row.batches_by_size = {size: dict(sorted(t.batches.items())) for size, t in tallies.items()}
+    return row
 
 
 def main() -> None:

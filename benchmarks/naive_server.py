@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from benchmarks.configs import load_application, model_config
-from benchmarks.results import REPO
-from benchmarks.service import wait_healthy
+from benchmarks.service import running_baseline
 from serve_app.config import AppConfig, ModelConfig, parse_size
 from serve_app.images import encode_image
 from serve_app.models.loading import load_model
@@ -77,34 +71,12 @@ def create_app(config: ModelConfig, tiny_cache: Path):
     return app
 
 
-@contextmanager
 def running_naive_server(
-    config_path: Path, model: str, port: int, threads: int | None = None, timeout_s: float = 900
-) -> Iterator[str]:
-    """Start the server as its own process (its own process group), yield its URL, stop it."""
-    command = [sys.executable, "-m", "benchmarks.naive_server", "--config", str(config_path)]
-    command += ["--model", model, "--port", str(port)]
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    process = subprocess.Popen(command, env=env, cwd=REPO, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def exited() -> str | None:
-            code = process.poll()
-            return None if code is None else f"the naive server exited with {code}"
-
-        wait_healthy(f"{url}/health", timeout_s, exited)
-        yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    config_path: Path, model: str, port: int, threads: int | None = None
+) -> AbstractContextManager[str]:
+    """The naive server as its own process; yields its URL."""
+    args = ["--config", str(config_path), "--model", model]
+    return running_baseline("benchmarks.naive_server", args, port, threads)
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from benchmarks.results import Results
 from benchmarks.stats import Row
 
-SERVE, NAIVE, RAW = "serve", "naive-server", "raw-diffusers"
-SYSTEM_ORDER = {SERVE: 0, NAIVE: 1, RAW: 2}
+SERVE, LITSERVE, NAIVE, RAW = "serve", "litserve", "naive-server", "raw-diffusers"
+SYSTEM_ORDER = {SERVE: 0, LITSERVE: 1, NAIVE: 2, RAW: 3}
 
 
 def raw_match(results: Results, row: Row) -> Row | None:
@@ -28,16 +28,29 @@ def raw_match(results: Results, row: Row) -> Row | None:
     return max(fitting, key=lambda r: r.max_batch_size or 0) if fitting else None
 
 
-def naive_match(results: Results, row: Row) -> Row | None:
-    """The naive server under the same load: same concurrency, or same arrival rate."""
+def same_load(results: Results, row: Row, system: str, **setting) -> Row | None:
+    """`system`'s row under the same load as `row` (same concurrency, or same arrival
+    rate), with the given settings (e.g. max_batch_size)."""
     for other in results.rows:
-        if other.system != NAIVE or other.mode != row.mode:
+        if other.system != system or other.mode != row.mode:
+            continue
+        if any(getattr(other, name) != value for name, value in setting.items()):
             continue
         if row.mode == "open" and other.offered_rps == row.offered_rps:
             return other
-        if row.mode == "closed" and other.concurrency == row.concurrency:
+        if row.mode != "open" and other.concurrency == row.concurrency:
             return other
     return None
+
+
+def naive_match(results: Results, row: Row) -> Row | None:
+    """The naive server under the same load."""
+    return same_load(results, row, NAIVE)
+
+
+def litserve_match(results: Results, row: Row) -> Row | None:
+    """LitServe with the same max batch under the same load."""
+    return same_load(results, row, LITSERVE, max_batch_size=row.max_batch_size)
 
 
 def ratio(ours: float, theirs: float | None) -> str:
@@ -89,13 +102,14 @@ def markdown(results: Results) -> str:
         "Latency for `raw-diffusers` is one pipeline call of the whole batch. "
         "Ratios: images/s of the row over the raw pipeline at the batch it could form "
         "(min(concurrency, max batch)), and over the naive server at the same concurrency "
-        "(or arrival rate); `p95 / naive` is the p95 latency ratio (lower is better).",
+        "(or arrival rate), and over LitServe with the same max batch under the same load; "
+        "`p95 / naive` is the p95 latency ratio (lower is better).",
         "",
     ]
     header = (
         "| system | mode | max batch | concurrency | offered req/s | requests | errors | "
         "images/s | QPS | p50 ms | p95 ms | p99 ms | batches formed (size:requests) | "
-        "× raw img/s | × naive img/s | p95 / naive |"
+        "× raw img/s | × naive img/s | × LitServe img/s | p95 / naive |"
     )
     if flops:
         header += " TFLOP/s | % of peak |"
@@ -103,6 +117,7 @@ def markdown(results: Results) -> str:
     for row in _sorted(results.rows):
         raw = raw_match(results, row) if row.system == SERVE else None
         naive = naive_match(results, row) if row.system == SERVE else None
+        peer = litserve_match(results, row) if row.system == SERVE else None
         cells = [
             row.system,
             row.mode,
@@ -119,6 +134,7 @@ def markdown(results: Results) -> str:
             _batches(row),
             ratio(row.images_per_s, raw.images_per_s if raw else None),
             ratio(row.images_per_s, naive.images_per_s if naive else None),
+            ratio(row.images_per_s, peer.images_per_s if peer else None),
             ratio(row.p95_ms, naive.p95_ms if naive else None),
         ]
         if flops:
@@ -126,6 +142,23 @@ def markdown(results: Results) -> str:
             fraction = row.peak_fraction
             cells.append("" if fraction is None else f"{100 * fraction:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
+    bursts = [r for r in _sorted(results.rows) if r.batches_by_size]
+    if bursts:
+        lines += [
+            "",
+            "Mixed-size bursts (every request sent at once): the pipeline calls each "
+            "request size was cut into, as call size in images : requests.",
+            "",
+            "| system | max batch | request size | requests | calls formed |",
+            "|---|---|---|---|---|",
+        ]
+        for row in bursts:
+            for size, counts in (row.batches_by_size or {}).items():
+                formed = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+                lines.append(
+                    f"| {row.system} | {row.max_batch_size} | {size} | "
+                    f"{sum(counts.values())} | {formed} |"
+                )
     return "\n".join(lines) + "\n"
 
 

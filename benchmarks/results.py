@@ -68,7 +68,8 @@ class Results:
 
     def add(self, row: Row) -> None:
         """Add a row (replacing an earlier one of the same setting) with its share of peak."""
-        if self.flops_per_image and row.images_per_s:
+        # A burst mixes sizes: the FLOPs of one image at the sweep's size do not apply.
+        if self.flops_per_image and row.images_per_s and row.mode != "burst":
             row.tflops = round(row.images_per_s * self.flops_per_image / 1e12, 4)
             if self.peak_tflops:
                 row.peak_fraction = round(row.tflops / self.peak_tflops, 5)

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
+
+from benchmarks.results import REPO
 
 
 def free_port() -> int:
@@ -52,6 +58,36 @@ def wait_healthy(
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{health_url} did not answer 200 within {timeout_s:.0f} s")
+
+
+@contextmanager
+def running_baseline(
+    module: str, args: list[str], port: int, threads: int | None, timeout_s: float = 900
+) -> Iterator[str]:
+    """Start `python -m module args` as its own process group (a baseline server on
+    `port`, answering /health when ready), yield its URL, stop it with its children."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, "-m", module, *args, "--port", str(port)]
+    process = subprocess.Popen(command, env=env, cwd=REPO, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def exited() -> str | None:
+            code = process.poll()
+            return None if code is None else f"{module} exited with {code}"
+
+        wait_healthy(f"{url}/health", timeout_s, exited)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def deploy_failure(app_name: str = "images") -> str | None:

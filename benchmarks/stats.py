@@ -20,7 +20,7 @@ def percentile(values: list[float], q: float) -> float:
 class Row:
     """One measured setting of one system, as the results file stores it."""
 
-    system: str  # "serve", "naive-server" or "raw-diffusers"
+    system: str  # "serve", "litserve", "naive-server" or "raw-diffusers"
     mode: str  # "closed" (fixed concurrency), "open" (fixed arrival rate) or "in-process"
     concurrency: int
     max_batch_size: int | None
@@ -39,17 +39,29 @@ class Row:
     # Filled in when FLOPs per image and the card's peak are known.
     tflops: float | None = None
     peak_fraction: float | None = None
+    # Burst only: request size -> {pipeline-call size in images -> requests}.
+    batches_by_size: dict[str, dict[int, int]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # JSON keys are strings; keep the histogram readable and sorted.
         data["batch_images"] = {str(k): v for k, v in sorted(self.batch_images.items())}
+        if self.batches_by_size is not None:
+            data["batches_by_size"] = {
+                size: {str(k): v for k, v in sorted(counts.items())}
+                for size, counts in self.batches_by_size.items()
+            }
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Row:
         values = dict(data)
         values["batch_images"] = {int(k): v for k, v in (data.get("batch_images") or {}).items()}
+        if data.get("batches_by_size") is not None:
+            values["batches_by_size"] = {
+                size: {int(k): v for k, v in counts.items()}
+                for size, counts in data["batches_by_size"].items()
+            }
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             if values.get(key) is None:
                 values[key] = float("nan")

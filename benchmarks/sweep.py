@@ -5,8 +5,9 @@ machine, against our service and both baselines, and write JSON, Markdown and PN
         --steps 2 --concurrency 1 2 4 8 --batch-sizes 1 4 --requests 24 --rates 4
 
 For each batch setting the service is deployed afresh from the config (the model's
-`batching.max_batch_size` overridden); the naive server runs as its own process; the raw
-pipeline runs in this process. With --url, only the already-running service is measured.
+`batching.max_batch_size` overridden); LitServe (at each batch setting) and the naive
+server run as their own processes; the raw pipeline runs in this process. With --url, the
+service is the one already running there (`make serve`), beside the same baselines.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import yaml
 
 from benchmarks.configs import bench_application, load_application, model_config, serve_config
 from benchmarks.flops import matmul_peak_tflops, pipeline_flops
-from benchmarks.load import run_closed_loop, run_open_loop
+from benchmarks.litserve_server import running_litserve
+from benchmarks.load import parse_burst, run_burst, run_closed_loop, run_open_loop
 from benchmarks.naive_server import running_naive_server
 from benchmarks.raw import batch_specs, loaded_model, run_raw
 from benchmarks.real_models import REAL_MODELS, build_checkpoint
@@ -37,7 +39,7 @@ from benchmarks.stats import Row
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.models.loading import pick_device
 
-SYSTEMS = ("raw", "naive", "serve")
+SYSTEMS = ("raw", "naive", "litserve", "serve")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=32, help="requests per HTTP row")
     parser.add_argument("--rates", type=float, nargs="*", default=[], help="open-loop req/s")
     parser.add_argument("--open-requests", type=int, help="requests per open-loop row")
+    parser.add_argument(
+        "--burst",
+        nargs="*",
+        default=[],
+        metavar="SIZE:COUNT",
+        help="a mixed-size burst, all sent at once, per batching system (e.g. 512x512:4 "
+        "256x256:8): the row shows the pipeline calls each size was cut into",
+    )
     parser.add_argument("--raw-calls", type=int, default=4, help="timed calls per raw batch")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--threads", type=int, help="CPU threads per model process")
@@ -61,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="build the model's random-"
         "weight checkpoint at its config path first (REAL_MODELS name)",
     )
-    parser.add_argument("--url", help="measure this running service instead of starting one")
+    parser.add_argument(
+        "--url", help="measure this running service instead of deploying one (with the baselines)"
+    )
     parser.add_argument("--max-batch-size", type=int, help="with --url: the service's setting")
     parser.add_argument("--device-label", help="default: cpu or the GPU's name")
     parser.add_argument("--notes", default="")
@@ -203,6 +215,19 @@ class Sweep:
             else:
                 run = run_open_loop(url, self.config.name, load, open_requests, *shape, **common)
             self.record(asyncio.run(run))
+        if self.args.burst and max_batch_size is not None and not self.out_of_time():
+            burst = parse_burst(self.args.burst)
+            row = asyncio.run(
+                run_burst(
+                    url,
+                    self.config.name,
+                    burst,
+                    self.steps,
+                    system=system,
+                    max_batch_size=max_batch_size,
+                )
+            )
+            self.record(row)
 
     def bench_config_file(self, folder: Path, max_batch_size: int) -> tuple[dict, Path]:
         options: dict = {}
@@ -224,7 +249,21 @@ class Sweep:
         with running_naive_server(config_path, self.config.name, port, self.args.threads) as url:
             self.http_rows(url, "naive-server", None)
 
+    def litserve(self, folder: Path) -> None:
+        for max_batch_size in self.args.batch_sizes:
+            if not self.http_settings("litserve", max_batch_size) or self.out_of_time():
+                continue
+            _, config_path = self.bench_config_file(folder, max_batch_size)
+            with running_litserve(
+                config_path, self.config.name, free_port(), max_batch_size, self.args.threads
+            ) as url:
+                self.http_rows(url, "litserve", max_batch_size)
+
     def serve(self, folder: Path) -> None:
+        if self.args.url:
+            # The service as it runs (make serve, a cluster): measured as it is deployed.
+            self.http_rows(self.args.url, "serve", self.args.max_batch_size)
+            return
         if not any(self.http_settings("serve", b) for b in self.args.batch_sizes):
             return
         cpus = (self.args.threads or 1) + 4  # the model's replica, Gateway, templater, proxy
@@ -239,11 +278,9 @@ class Sweep:
     # --- the whole run ------------------------------------------------------------------
 
     def run(self) -> list[Path]:
-        if self.args.url:
-            self.http_rows(self.args.url, "serve", self.args.max_batch_size)
-            return write_reports(self.results, self.args.out)
         steps: list[tuple[str, Callable[[Path], None]]] = [
             ("naive", self.naive),
+            ("litserve", self.litserve),
             ("serve", self.serve),
         ]
         self.in_process()
@@ -256,6 +293,11 @@ class Sweep:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.url:
+        if args.max_batch_size is None:
+            raise SystemExit("--url needs --max-batch-size: the running service's setting")
+        # The baselines batch as the running service does.
+        args.batch_sizes = [args.max_batch_size]
     if args.build_real:
         application = load_application(args.config)
         config = model_config(application, args.model)

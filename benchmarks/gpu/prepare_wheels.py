@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64"]
 PLATFORMS += ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
-# What the raw diffusers and naive-server baselines import: these go in part 1.
+# What the raw diffusers, naive-server and LitServe baselines import: these go in part 1.
 BASELINE_REQUIREMENTS = [
     "diffusers==0.42.1",
     "transformers==5.23.0",
@@ -39,6 +39,7 @@ BASELINE_REQUIREMENTS = [
     "pyyaml>=6",
     "safetensors>=0.4",
     "tqdm>=4.66",
+    "litserve==0.2.19",
 ]
 SERVE_REQUIREMENTS = ["ray[serve]==2.60.0"]
 # In the device image already (device KINDS.md, 2026-11-17), large, and compiled against

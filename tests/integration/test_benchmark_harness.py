@@ -62,12 +62,14 @@ def test_naive_server_answers_one_image_per_call(tiny_cache, tmp_path):
 
 
 def test_cpu_sweep_writes_json_markdown_and_plots(tiny_cache, tmp_path):
+    # Serve and LitServe rows: tests/integration/test_gpu_script.py (the same sweep code).
     config = local_config(tmp_path, tiny_cache)
     out = tmp_path / "results"
     command = [sys.executable, "-m", "benchmarks.sweep", "--config", str(config)]
     command += ["--model", "sd-tiny", "--size", "64x64", "--steps", "2", "--threads", "1"]
     command += ["--concurrency", "2", "--batch-sizes", "2", "--requests", "4", "--rates", "20"]
     command += ["--open-requests", "3", "--raw-calls", "1", "--out", str(out), "--no-progress"]
+    command += ["--systems", "raw", "naive"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
@@ -81,19 +83,16 @@ def test_cpu_sweep_writes_json_markdown_and_plots(tiny_cache, tmp_path):
         ("raw-diffusers", "in-process"),
         ("naive-server", "closed"),
         ("naive-server", "open"),
-        ("serve", "closed"),
-        ("serve", "open"),
     }
     for row in data["rows"]:
         assert row["errors"] == 0
         for key in ("requests", "images_per_s", "qps", "p50_ms", "p95_ms", "p99_ms"):
             assert row[key] is not None
-    serve = rows[("serve", "closed")]
-    assert serve["max_batch_size"] == 2 and sum(serve["batch_images"].values()) == 4
-    assert sum(rows[("serve", "open")]["batch_images"].values()) == 3
+    assert sum(rows[("naive-server", "closed")]["batch_images"].values()) == 4
+    assert sum(rows[("naive-server", "open")]["batch_images"].values()) == 3
 
     markdown = json_path.with_suffix(".md").read_text()
-    assert "| serve | closed | 2 | 2 |" in markdown and "× raw img/s" in markdown
+    assert "| naive-server | closed |  | 2 |" in markdown and "× raw img/s" in markdown
     for suffix in ("throughput", "p95"):
         with Image.open(json_path.with_name(f"{json_path.stem}-{suffix}.png")) as image:
             image.verify()

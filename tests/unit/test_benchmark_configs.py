@@ -60,20 +60,48 @@ def test_gpu_config_is_a_valid_serve_config_of_real_models_on_a_gpu_each():
     assert sizes["z-image-turbo"] == ("1024x1024", 8) and sizes["sdxl"][0] == "1024x1024"
 
 
-@pytest.mark.parametrize("model", ["sd15", "sdxl", "z-image-turbo"])
-def test_gpu_script_runs_a_sweep_command_the_cli_accepts(model):
+def dry_run(phase: str, **env: str) -> list[list[str]]:
     printed = subprocess.run(
-        ["bash", str(REPO / "benchmarks/gpu/run.sh"), model, "--systems", "serve"],
-        env={**os.environ, "DRY_RUN": "1"},
+        ["bash", str(REPO / "benchmarks/gpu/run.sh"), phase],
+        env={**os.environ, "DRY_RUN": "1", **env},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    words = shlex.split(printed)
-    assert words[:3] == ["python3", "-m", "benchmarks.sweep"]
-    args = parse_args(words[3:])
-    assert args.model == model and args.gpus == 1 and args.build_real and args.resume
-    assert args.systems == ["serve"] and args.config == Path("benchmarks/gpu/models.yaml")
+    return [shlex.split(line) for line in printed.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("phase", "systems"), [("baselines", ["raw", "naive", "litserve"]), ("serve", ["serve"])]
+)
+def test_each_gpu_phase_sweeps_both_models_with_a_deadline(phase, systems):
+    commands = dry_run(phase)
+    assert [words[:3] for words in commands] == [["python3", "-m", "benchmarks.sweep"]] * 2
+    parsed = [parse_args(words[3:]) for words in commands]
+    assert [args.model for args in parsed] == ["sd15", "z-image-turbo"]
+    for args in parsed:
+        assert args.gpus == 1 and args.build_real and args.resume
+        assert args.systems == systems and args.config == Path("benchmarks/gpu/models.yaml")
+        assert args.concurrency == [1, 8] and args.batch_sizes == [8]
+    # Both sweeps of a phase start no row after 260 s: the phase fits one device call.
+    assert sum(args.deadline_s for args in parsed) <= 260
+
+
+def test_the_cpu_rehearsal_runs_the_same_sweeps_on_tiny_models():
+    gpu = [parse_args(words[3:]) for words in dry_run("serve")]
+    cpu = [parse_args(words[3:]) for words in dry_run("serve", BENCH_PROFILE="cpu")]
+    assert [args.model for args in cpu] == ["sd-tiny", "z-image-tiny"]
+    for on_gpu, on_cpu in zip(gpu, cpu, strict=True):
+        assert on_cpu.gpus == 0 and not on_cpu.build_real
+        for same in ("systems", "concurrency", "batch_sizes", "resume"):
+            assert getattr(on_cpu, same) == getattr(on_gpu, same)
+
+
+def test_an_unknown_phase_is_refused():
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks/gpu/run.sh"), "sd15"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "baselines or serve" in done.stderr
 
 
 def test_arrivals_fixed_and_poisson():

@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from benchmarks.report import markdown, naive_match, raw_match, write_reports
+from benchmarks.report import litserve_match, markdown, naive_match, raw_match, write_reports
 from benchmarks.results import Results
 from benchmarks.stats import Row, measured_row
 
@@ -48,6 +48,8 @@ def sample() -> Results:
         row("serve", 2, 4, 5.0),
         row("serve", 4, 4, 6.0, p95_ms=200.0, mode="open", rps=3.0),
         row("naive-server", 4, None, 2.5, p95_ms=800.0, mode="open", rps=3.0),
+        row("litserve", 4, 4, 4.0, p95_ms=300.0),
+        row("litserve", 4, 2, 5.0),  # another max batch: not the peer of serve b=4
     ):
         results.add(r)
     return results
@@ -75,11 +77,13 @@ def test_ratios_match_the_batch_formed_and_the_same_load():
     open_row = next(r for r in results.rows if r.system == "serve" and r.mode == "open")
     assert naive_match(results, open_row).p95_ms == 800.0
     assert raw_match(results, open_row) is None
+    assert litserve_match(results, serve4).images_per_s == 4.0
+    assert litserve_match(results, serve2) is None and litserve_match(results, open_row) is None
     table = markdown(results)
-    # serve c=4: 6/8 of raw, 6/2 of naive, p95 200/400.
-    assert "| 0.75 | 3.00 | 0.50 |" in table
+    # serve c=4: 6/8 of raw, 6/2 of naive, 6/4 of LitServe, p95 200/400.
+    assert "| 0.75 | 3.00 | 1.50 | 0.50 |" in table
     # The open-loop row: no raw ratio, 6/2.5 of naive at the same rate, p95 200/800.
-    assert "|  | 2.40 | 0.25 |" in table
+    assert "|  | 2.40 |  | 0.25 |" in table
     assert "2 TFLOP" in table
 
 
@@ -116,3 +120,17 @@ def test_percentiles_of_a_measured_row():
     )
     assert (measured.qps, measured.images_per_s) == (2.0, 2.0)
     assert measured.p50_ms == 25.0 and measured.p50_ms <= measured.p95_ms <= measured.p99_ms <= 40
+
+
+def test_a_burst_row_lists_the_calls_each_size_was_cut_into(tmp_path):
+    results = sample()
+    burst = row("serve", 12, 8, 3.0, mode="burst")
+    burst.batches_by_size = {"512x512": {2: 4}, "256x256": {7: 7, 1: 1}}
+    results.add(burst)
+    assert burst.tflops is None  # mixed sizes: one size's FLOPs do not apply
+    again = Results.load(results.save(tmp_path))
+    kept = next(r for r in again.rows if r.mode == "burst")
+    assert kept.batches_by_size == {"512x512": {2: 4}, "256x256": {1: 1, 7: 7}}
+    table = markdown(results)
+    assert "| serve | 8 | 512x512 | 4 | 2:4 |" in table
+    assert "| serve | 8 | 256x256 | 8 | 1:1 7:7 |" in table
