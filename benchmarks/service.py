@@ -29,6 +29,8 @@ def ray_session(num_cpus: int, num_gpus: int | None = None) -> Iterator[None]:
     """A local Ray instance owned by this process: ended with it, never anyone else's."""
     import ray
 
+    # As `make serve` starts Ray: replicas at niceness 0, like the baselines' processes.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
