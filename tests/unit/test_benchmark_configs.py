@@ -6,6 +6,7 @@ import os
 import shlex
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -165,3 +166,20 @@ def test_parts_stay_under_the_limit_and_ray_never_rides_in_part_one(tmp_path):
     assert set(first) <= set(parts[0])
     assert "ray" not in {project_name(w) for w in parts[0]}
     assert sorted(w.name for part in parts for w in part) == sorted(w.name for w in first + second)
+
+
+def test_the_overhead_tool_reads_process_cpu_and_measures_the_app_alone():
+    from benchmarks.overhead import cpu_seconds
+
+    assert cpu_seconds(os.getpid()) > 0
+    assert cpu_seconds(2**22 + 12345) is None  # no such process
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.overhead", "--app-only", "--requests", "10"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    per_request = float(done.stdout.split(" ms CPU per request")[0].split()[-1])
+    assert per_request > 0
