@@ -33,8 +33,10 @@ case "$profile" in
         config=benchmarks/gpu/models.yaml
         models=(sd15 z-image-turbo)
         common+=(--config "$config" --build-real --gpus 1 --threads 4)
-        # Seconds after which a sweep starts no new row, per model: both fit one call.
+        # Seconds after which a sweep starts no new row, and after which it is stopped
+        # (its rows so far are saved), per model: both fit one call of 300 s.
         declare -A deadline=([sd15]=110 [z-image-turbo]=150)
+        declare -A limit=([sd15]=130 [z-image-turbo]=160)
         declare -A sizing=([sd15]="--requests 24 --raw-calls 3"
                            [z-image-turbo]="--requests 16 --raw-calls 2")
         ;;
@@ -45,6 +47,7 @@ case "$profile" in
         common+=(--config "$config" --threads 1 --size 64x64 --steps 2 --no-progress
                  --notes "CPU rehearsal of the GPU script: tiny random-weight models")
         declare -A deadline=([sd-tiny]=120 [z-image-tiny]=120)
+        declare -A limit=([sd-tiny]=400 [z-image-tiny]=400)
         declare -A sizing=([sd-tiny]="--requests 8 --raw-calls 1"
                            [z-image-tiny]="--requests 8 --raw-calls 1")
         ;;
@@ -85,7 +88,8 @@ for index in "${!models[@]}"; do
     model=${models[$index]}
     log="$results/$model-$phase.log"
     echo "--- $phase: $model"
-    bash -c "${commands[$index]}" 2>&1 | tee "$log" || status=$?
+    timeout -s INT -k 15 "${limit[$model]}" bash -c "${commands[$index]}" 2>&1 | tee "$log" \
+        || status=$?
     if [[ -n "${OUT:-}" ]]; then
         cp "$results"/*"-$model".{json,md} "$OUT"/ 2>/dev/null || true
         cp "$log" "$OUT"/
