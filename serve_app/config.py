@@ -93,7 +93,9 @@ class WarmupConfig(StrictModel):
 
     # Each size at each batch size (images per call). Empty: defaults.size only.
     sizes: list[str] = []
-    # Empty: [1], plus max_batch_size when the model is compiled.
+    # Empty: [1], plus max_batch_size when the model is compiled: after two batch sizes
+    # torch.compile makes the batch dimension dynamic, so the sizes between reuse that
+    # graph instead of compiling under traffic.
     batch_sizes: list[int] = Field(default_factory=list)
     # No new warm-up call starts after this many seconds; the replica then serves.
     max_s: float = Field(300, gt=0)
