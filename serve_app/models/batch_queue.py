@@ -182,6 +182,11 @@ class BatchQueue(Generic[Item, Result]):
                 raise RuntimeError(f"the batch gave {len(results)} results for {len(batch)}")
         except Exception as error:
             results = [error] * len(batch)
+        except BaseException:
+            # The queue itself is being torn down: no caller of this call may wait forever.
+            for entry in batch:
+                entry.future.cancel()
+            raise
         for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(result)

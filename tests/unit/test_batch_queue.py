@@ -191,6 +191,18 @@ async def test_a_call_that_raises_fails_all_its_callers_and_the_queue_goes_on():
     assert await queue.submit(Job("b")) == "b"
 
 
+async def test_a_torn_down_call_leaves_no_caller_waiting_and_the_queue_restarts():
+    async def run(jobs: list[Job]) -> list[str]:
+        if any(job.fails for job in jobs):
+            raise asyncio.CancelledError  # as when the replica's loop tears the worker down
+        return [job.name for job in jobs]
+
+    queue = BatchQueue(run, cost, BatchBudget(8, 8))
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(queue.submit(Job("a", fails=True)), 5)
+    assert await asyncio.wait_for(queue.submit(Job("b")), 5) == "b"
+
+
 async def test_a_result_list_of_the_wrong_length_fails_the_call():
     async def run(jobs: list[Job]) -> list[str]:
         return []
