@@ -25,7 +25,7 @@ def run_phase(phase: str, env: dict[str, str]) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1500,  # two sweeps, each stopped by run.sh within 600 s
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
