@@ -75,7 +75,8 @@ def app_only(args: argparse.Namespace) -> None:
     from serve_app.config import AppConfig
     from serve_app.images import encode_image
     from serve_app.models.spec import GeneratedImage, GenerationResult
-    from serve_app.prompts import PromptCatalog, catalog_listing
+    from serve_app.prompts import PromptCatalog
+    from serve_app.service.backends import CatalogPrompts
 
     png = encode_image(np.zeros((64, 64, 3), np.uint8), "png")
 
@@ -86,21 +87,11 @@ def app_only(args: argparse.Namespace) -> None:
         async def health(self):
             return {}
 
-    class LocalPrompts:
-        def __init__(self, catalog: PromptCatalog):
-            self.catalog = catalog
-
-        async def render(self, request):
-            return self.catalog.render(request)
-
-        async def listing(self):
-            return catalog_listing(self.catalog)
-
     application_args = load_application(REPO / "configs/local.yaml")["args"]
     application_args["storage"]["root"] = "/tmp/overhead-images"
     application_args["jobs"]["store_url"] = "sqlite:////tmp/overhead-jobs.sqlite3"
     config = AppConfig.model_validate(application_args)
-    prompts = LocalPrompts(PromptCatalog.from_yaml(config.resolve_path(config.templates_path)))
+    prompts = CatalogPrompts(PromptCatalog.from_yaml(config.resolve_path(config.templates_path)))
     models = {model.name: InstantModel() for model in config.models}
     app = create_app(gateway_parts(config, prompts, models))
     body = {"model": args.model, "prompt": "a cup", "size": args.size, "steps": args.steps}

@@ -15,7 +15,8 @@ import yaml
 from PIL import Image
 
 from benchmarks.service import free_port
-from serve_app.prompts import PromptCatalog, catalog_listing
+from serve_app.prompts import PromptCatalog
+from serve_app.service.backends import CatalogPrompts
 
 __all__ = ["free_port"]  # one definition, shared with the benchmarks
 
@@ -77,19 +78,6 @@ def decode(b64: str) -> Image.Image:
 
 def pixels(b64: str) -> np.ndarray:
     return np.asarray(decode(b64).convert("RGB"), dtype=np.int16)
-
-
-class CatalogPrompts:
-    """The PromptTemplater's catalog, in-process."""
-
-    def __init__(self, catalog: PromptCatalog):
-        self.catalog = catalog
-
-    async def render(self, request):
-        return self.catalog.render(request)
-
-    async def listing(self):
-        return catalog_listing(self.catalog)
 
 
 def in_process_app(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
-from serve_app.prompts import PromptRequest, RenderedPrompt
+from serve_app.prompts import PromptCatalog, PromptRequest, RenderedPrompt, catalog_listing
 
 
 class PromptBackend(Protocol):
@@ -22,3 +22,17 @@ class ModelBackend(Protocol):
     async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult: ...
 
     async def health(self) -> dict[str, Any]: ...
+
+
+class CatalogPrompts:
+    """A PromptBackend over a catalog in this process: what the PromptTemplater does,
+    without Ray (tests, and the benchmark that measures the app alone)."""
+
+    def __init__(self, catalog: PromptCatalog):
+        self.catalog = catalog
+
+    async def render(self, request: PromptRequest) -> RenderedPrompt:
+        return self.catalog.render(request)
+
+    async def listing(self) -> dict[str, list[dict[str, Any]]]:
+        return catalog_listing(self.catalog)

@@ -12,8 +12,9 @@ from serve_app.config import AppConfig
 from serve_app.errors import InvalidRequestError
 from serve_app.prompts import PromptCatalog
 from serve_app.protocol import ImageGenerationRequest
+from serve_app.service.backends import CatalogPrompts
 from serve_app.service.images import open_image_service
-from tests.helpers import TEMPLATES, CatalogPrompts
+from tests.helpers import TEMPLATES
 from tests.unit.test_engine import tiny_sd
 
 
