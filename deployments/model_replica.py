@@ -58,7 +58,7 @@ class ModelReplica:
         # The pipeline call leaves the event loop so health checks and queueing go on.
         return await asyncio.to_thread(self.engine.run_batch, specs)
 
-    def _record_waits(self, specs: list[ModelSpec], waits: list[float]) -> None:
+    def _record_waits(self, waits: list[float]) -> None:
         for wait in waits:
             self.metrics.queue_wait(self.engine.config.name, wait)
 

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -74,7 +75,7 @@ class BatchQueue(Generic[Item, Result]):
         cost: Callable[[Item], BatchCost],
         budget: BatchBudget,
         linger_s: float = 0.0,
-        on_start: Callable[[list[Item], list[float]], None] | None = None,
+        on_start: Callable[[list[float]], None] | None = None,
     ):
         if linger_s < 0:
             raise ValueError(f"linger_s must be >= 0, got {linger_s}")
@@ -82,7 +83,7 @@ class BatchQueue(Generic[Item, Result]):
         self._cost = cost
         self.budget = budget
         self.linger_s = linger_s
-        # Told the items of each call and how long each waited, as the call starts.
+        # Told how long each request of a call waited, as the call starts.
         self._on_start = on_start
         self._waiting: deque[_Waiting[Item, Result]] = deque()
         self._arrived = asyncio.Event()
@@ -134,40 +135,43 @@ class BatchQueue(Generic[Item, Result]):
             self._waiting.popleft()  # its caller went away before its call started
         return bool(self._waiting)
 
-    def _budget_full(self) -> bool:
-        head = self._waiting[0].cost
-        images, work = 0, 0.0
-        for entry in self._waiting:
-            if entry.cost.key is None or entry.cost.key != head.key:
-                continue
-            images, work = images + entry.cost.images, work + entry.cost.work
-        return images >= self.budget.max_images or work >= self.budget.max_work
-
-    def take(self) -> list[_Waiting[Item, Result]]:
-        """The next call: the oldest live request, then every later one with its key that
-        still fits the budget, in arrival order. Taken entries leave the queue."""
-        if not self._live_waiting():
-            return []
-        head = self._waiting.popleft()
+    def _select(self) -> tuple[list[_Waiting[Item, Result]], bool]:
+        """The next call as it stands (the oldest live request, then every later one with
+        its key that still fits the budget, in arrival order), and whether it is full:
+        no waiting request could join it now or later."""
+        head = self._waiting[0]
         batch = [head]
         if head.cost.key is None:
-            return batch
+            return batch, True
         images, work = head.cost.images, head.cost.work
-        kept: deque[_Waiting[Item, Result]] = deque()
-        for entry in self._waiting:
-            if entry.future.done():
-                continue  # a caller that went away
-            fits = (
-                entry.cost.key == head.cost.key
-                and images + entry.cost.images <= self.budget.max_images
+        full = False
+        for entry in islice(self._waiting, 1, None):
+            if entry.future.done() or entry.cost.key != head.cost.key:
+                continue  # a caller that went away, or another shape
+            if (
+                images + entry.cost.images <= self.budget.max_images
                 and work + entry.cost.work <= self.budget.max_work
-            )
-            if fits:
+            ):
                 batch.append(entry)
                 images, work = images + entry.cost.images, work + entry.cost.work
             else:
-                kept.append(entry)
-        self._waiting = kept
+                full = True
+        full = full or images >= self.budget.max_images or work >= self.budget.max_work
+        return batch, full
+
+    def _budget_full(self) -> bool:
+        return self._select()[1]
+
+    def take(self) -> list[_Waiting[Item, Result]]:
+        """The next call (see _select); its entries, and callers that went away, leave
+        the queue."""
+        if not self._live_waiting():
+            return []
+        batch, _ = self._select()
+        taken = {id(entry) for entry in batch}
+        self._waiting = deque(
+            entry for entry in self._waiting if id(entry) not in taken and not entry.future.done()
+        )
         return batch
 
     async def _call(self, batch: list[_Waiting[Item, Result]]) -> None:
@@ -175,7 +179,7 @@ class BatchQueue(Generic[Item, Result]):
         items = [entry.item for entry in batch]
         self.calls += 1
         if self._on_start is not None:
-            self._on_start(items, [started - entry.enqueued_at for entry in batch])
+            self._on_start([started - entry.enqueued_at for entry in batch])
         try:
             results = await self._run(items)
             if len(results) != len(batch):

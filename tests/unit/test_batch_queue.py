@@ -240,6 +240,16 @@ async def test_an_idle_wait_ends_as_soon_as_the_budget_is_full():
     await asyncio.gather(*tasks)
 
 
+async def test_a_request_that_can_share_no_call_never_waits_for_company():
+    model = GatedModel()
+    queue = queue_for(model, linger_s=60)
+    task = asyncio.create_task(queue.submit(Job("alone", key=None)))
+    await asyncio.wait_for(model.started.wait(), 5)
+    assert model.calls == [["alone"]]
+    await model.finish_call()
+    assert await task == "done alone"
+
+
 async def test_an_idle_wait_gathers_company_for_the_first_call():
     model = GatedModel()
     queue = queue_for(model, linger_s=0.2)
