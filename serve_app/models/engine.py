@@ -57,6 +57,9 @@ class ModelEngine:
             # torch's intra-op threads in this process (a replica's share of the node).
             torch.set_num_threads(cpu_threads)
         self.config = config
+        width, height = parse_size(config.defaults.size)
+        # One default-size, default-steps image: the unit of a request's batch cost.
+        self._default_work = width * height * config.defaults.steps
         self.metrics = metrics or ServiceMetrics()
         self.progress = progress
         started = time.perf_counter()
@@ -119,9 +122,7 @@ class ModelEngine:
     def batch_cost(self, spec: ModelSpec) -> BatchCost:
         """A request's weight in default images (n x pixels x steps over the model's
         default size and steps) and the key it shares pipeline calls by."""
-        width, height = parse_size(self.config.defaults.size)
-        default_work = width * height * self.config.defaults.steps
-        work = spec.n * spec.width * spec.height * spec.steps / default_work
+        work = spec.n * spec.width * spec.height * spec.steps / self._default_work
         shares_calls = self.model.family.traits.batching is Batching.SHARED
         return BatchCost(spec.n, work, spec.batch_key() if shares_calls else None)
 
