@@ -82,7 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="skip settings already measured")
     parser.add_argument("--deadline-s", type=float, help="start no row after this many seconds")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # refused now, not after the baselines' rows have run
+        args.burst = parse_burst(args.burst)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def describe_device(device: str, threads: int | None) -> tuple[str, str]:
@@ -216,12 +221,11 @@ class Sweep:
                 run = run_open_loop(url, self.config.name, load, open_requests, *shape, **common)
             self.record(asyncio.run(run))
         if self.args.burst and max_batch_size is not None and not self.out_of_time():
-            burst = parse_burst(self.args.burst)
             row = asyncio.run(
                 run_burst(
                     url,
                     self.config.name,
-                    burst,
+                    self.args.burst,
                     self.steps,
                     system=system,
                     max_batch_size=max_batch_size,

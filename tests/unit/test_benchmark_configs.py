@@ -183,3 +183,10 @@ def test_the_overhead_tool_reads_process_cpu_and_measures_the_app_alone():
     assert done.returncode == 0, done.stderr[-2000:]
     per_request = float(done.stdout.split(" ms CPU per request")[0].split()[-1])
     assert per_request > 0
+
+
+def test_a_burst_is_parsed_when_the_sweep_starts_and_a_bad_one_refused_there():
+    args = parse_args(["--model", "sd-tiny", "--burst", "512x512:4", "64x64:8"])
+    assert args.burst == {"512x512": 4, "64x64": 8}
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "sd-tiny", "--burst", "512x512"])
