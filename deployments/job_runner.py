@@ -15,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.config import AppConfig
 from serve_app.observability.ray_adapter import replica_metrics
 from serve_app.ray_adapter import backends
+from serve_app.service.chat import ChatService
 from serve_app.service.images import open_image_service
 from serve_app.service.job_execution import open_job_runner
 
@@ -26,9 +27,11 @@ class JobRunner:
     async def __init__(
         self, config: AppConfig, templater: DeploymentHandle, models: dict[str, DeploymentHandle]
     ):
-        images = open_image_service(config, *backends(templater, models), replica_metrics())
+        prompts, model_backends = backends(templater, models)
+        images = open_image_service(config, prompts, model_backends, replica_metrics())
+        chat = ChatService(config, model_backends, images.image_inputs)  # type: ignore[arg-type]
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.runner = await asyncio.to_thread(open_job_runner, config, images, worker_id)
+        self.runner = await asyncio.to_thread(open_job_runner, config, images, worker_id, chat)
         self.task = asyncio.get_running_loop().create_task(self.runner.run())
         logger.info("job runner %s started", worker_id)
 

@@ -115,6 +115,49 @@ class WarmupConfig(StrictModel):
         return values
 
 
+class ChatDefaults(StrictModel):
+    """Sampling when a chat request does not say."""
+
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    # Models that think aloud (GLM-4.6V) do so unless the request turns it off; a
+    # structured answer (response_format json) never thinks first.
+    thinking: bool = True
+
+
+class ChatLimits(StrictModel):
+    """What one chat request may ask of a vision-chat model; a request over any is a 4xx
+    naming it."""
+
+    max_images: int = Field(4, ge=0, le=64)
+    # Each image is scaled down (aspect kept) to the pixel budget its `detail` asks for.
+    max_image_pixels: int = Field(1280 * 28 * 28, ge=28 * 28)
+    low_detail_pixels: int = Field(256 * 28 * 28, ge=28 * 28)
+    # Text and image tokens of the rendered conversation.
+    max_prompt_tokens: int = Field(8192, ge=16)
+    max_output_tokens: int = Field(4096, ge=1)
+    max_n: int = Field(4, ge=1, le=16)
+    max_stop_sequences: int = Field(4, ge=0, le=16)
+    max_messages: int = Field(64, ge=1, le=1024)
+    max_text_chars: int = Field(32000, ge=1)
+
+
+class ChatConfig(StrictModel):
+    """Vision-chat models only."""
+
+    defaults: ChatDefaults = ChatDefaults()
+    limits: ChatLimits = ChatLimits()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatConfig:
+        if self.defaults.max_tokens > self.limits.max_output_tokens:
+            raise ValueError("defaults.max_tokens exceeds limits.max_output_tokens")
+        if self.limits.low_detail_pixels > self.limits.max_image_pixels:
+            raise ValueError("limits.low_detail_pixels exceeds limits.max_image_pixels")
+        return self
+
+
 class CustomWeights(StrictModel):
     """A `.safetensors` state dict loaded into one pipeline component."""
 
@@ -148,6 +191,9 @@ class ModelConfig(StrictModel):
     batching: BatchingConfig = BatchingConfig()
     warmup: WarmupConfig = WarmupConfig()
     custom_weights: CustomWeights | None = None
+    # Vision-chat models: sampling defaults and per-request limits. A vision-chat model's
+    # `batching.max_batch_size` counts conversations (rows) in one `generate` call.
+    chat: ChatConfig = ChatConfig()
 
     @field_validator("name")
     @classmethod
@@ -185,7 +231,18 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
-        if self.limits.max_n > self.batching.max_batch_size:
+        if self.task is Task.VISION_CHAT:
+            if self.chat.limits.max_n > self.batching.max_batch_size:
+                raise ValueError(
+                    f"chat.limits.max_n ({self.chat.limits.max_n}) must not exceed "
+                    f"batching.max_batch_size ({self.batching.max_batch_size})"
+                )
+            if self.chat.limits.max_images > self.traits.max_input_images:
+                raise ValueError(
+                    f"chat.limits.max_images exceeds the {self.traits.max_input_images} "
+                    f"images family {self.family!r} takes"
+                )
+        elif self.limits.max_n > self.batching.max_batch_size:
             # A request's n images come from one pipeline call, within the batch cap.
             raise ValueError(
                 f"limits.max_n ({self.limits.max_n}) must not exceed "

@@ -14,10 +14,12 @@ from enum import StrEnum
 class Task(StrEnum):
     TEXT_TO_IMAGE = "text-to-image"
     IMAGE_EDIT = "image-edit"
+    # Answers questions about images (chat completions).
+    VISION_CHAT = "vision-chat"
 
 
 class Batching(StrEnum):
-    """How a model replica groups requests into pipeline calls."""
+    """How a model replica groups requests into pipeline (or `generate`) calls."""
 
     # Requests with equal batch keys share one call; each image equals its solo run.
     SHARED = "shared"
@@ -43,6 +45,9 @@ class FamilyTraits:
     supports_adapters: bool = False
     # The pipeline reports each denoising step (a job's progress moves per step).
     reports_steps: bool = True
+    # Vision chat: the model may think aloud first, between these markers; the answer
+    # returns that part apart, as `reasoning_content`.
+    reasoning_markers: tuple[str, str] | None = None
 
 
 FAMILIES: dict[str, FamilyTraits] = {
@@ -109,6 +114,28 @@ FAMILIES: dict[str, FamilyTraits] = {
             max_input_images=1,
             supports_mask=True,
             # Its pipeline takes no step callback: a job's progress moves when it ends.
+            reports_steps=False,
+        ),
+        # Vision chat: one `generate` call holds every waiting conversation (left-padded,
+        # each row its own sampling, seed, stop strings, token budget and grammar).
+        FamilyTraits(
+            "glm-4.6v",
+            Task.VISION_CHAT,
+            "serve_app.models.glm4v:Glm4vChatFamily",
+            # 14-pixel patches merged 2x2 into one image token.
+            size_multiple=28,
+            max_input_images=8,
+            supports_negative_prompt=False,
+            reports_steps=False,
+            reasoning_markers=("<think>", "</think>"),
+        ),
+        FamilyTraits(
+            "qwen2.5-vl",
+            Task.VISION_CHAT,
+            "serve_app.models.qwen25_vl:Qwen25VLChatFamily",
+            size_multiple=28,
+            max_input_images=8,
+            supports_negative_prompt=False,
             reports_steps=False,
         ),
     )

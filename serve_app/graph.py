@@ -1,9 +1,10 @@
 """build_app(args): the one place that composes the Ray Serve application.
 
     Gateway ──▶ PromptTemplater
-            └─▶ one ModelReplica deployment per model (text-to-image or edit),
-                named after the model
-    JobRunner ─▶ the same PromptTemplater and ModelReplica handles, for durable jobs
+            ├─▶ one ModelReplica deployment per text-to-image or edit model
+            └─▶ one VisionChat deployment per vision-chat model
+                (each deployment named after its model)
+    JobRunner ─▶ the same handles, for durable jobs
 
 Ops override any deployment's replicas, `num_gpus`, autoscaling and queue limits
 by that name in the `deployments:` section of the Serve config.
@@ -19,7 +20,9 @@ from deployments.gateway import Gateway
 from deployments.job_runner import JobRunner
 from deployments.model_replica import ModelReplica
 from deployments.prompt_templater import PromptTemplater
-from serve_app.config import AppConfig
+from deployments.vision_chat import VisionChat
+from serve_app.config import AppConfig, ModelConfig
+from serve_app.families import Task
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -34,15 +37,19 @@ def compose(config: AppConfig, gateway_options: dict[str, Any] | None = None) ->
     config = config.with_absolute_store_path()
     tiny_cache = str(config.resolve_path(config.tiny_model_cache))
     templater = PromptTemplater.bind(str(config.resolve_path(config.templates_path)))
-    models = {
-        model.name: ModelReplica.options(
-            name=model.name,
-            # Room for two full batches: one running, one forming.
-            max_ongoing_requests=max(2 * model.batching.max_batch_size, 8),
-        ).bind(model, tiny_cache, config.jobs)
-        for model in config.models
-    }
+    models = {model.name: _model_deployment(model, tiny_cache, config) for model in config.models}
     # Passed to the Gateway only so that Serve deploys it: it runs on its own.
     job_runner = JobRunner.bind(config, templater, models)
     gateway = Gateway.options(**gateway_options) if gateway_options else Gateway
     return gateway.bind(config, templater, models, job_runner)
+
+
+def _model_deployment(model: ModelConfig, tiny_cache: str, config: AppConfig) -> Application:
+    # Room for two full batches: one running, one forming.
+    options = {
+        "name": model.name,
+        "max_ongoing_requests": max(2 * model.batching.max_batch_size, 8),
+    }
+    if model.task is Task.VISION_CHAT:
+        return VisionChat.options(**options).bind(model, tiny_cache)
+    return ModelReplica.options(**options).bind(model, tiny_cache, config.jobs)

@@ -212,6 +212,20 @@ class ModelCapabilities(APIModel):
     batching: ModelBatching
 
 
+class ChatCapabilities(APIModel):
+    """What a chat request to a vision-chat model may ask."""
+
+    max_images: int
+    max_image_pixels: int
+    low_detail_pixels: int
+    max_prompt_tokens: int
+    max_output_tokens: int
+    max_n: int
+    default_max_tokens: int
+    thinks: bool = Field(description="Returns `reasoning_content` apart from the answer.")
+    structured_output: list[str] = Field(description="`response_format` types it enforces.")
+
+
 class ModelCard(APIModel):
     id: str
     object: Literal["model"] = "model"
@@ -227,6 +241,8 @@ class ModelCard(APIModel):
     max_pixels: int
     max_steps: int
     capabilities: ModelCapabilities
+    # Vision-chat models only.
+    chat: ChatCapabilities | None = None
 
 
 class ModelList(APIModel):
@@ -290,6 +306,194 @@ class HealthReport(APIModel):
     replicas: dict[str, Any] | None = None
 
 
+# --- vision chat (OpenAI chat completions) ------------------------------------------------
+
+
+class TextPart(APIModel):
+    type: Literal["text"]
+    text: str = Field(max_length=64000)
+
+
+class ImageUrl(APIModel):
+    url: str = Field(max_length=96 << 20, description="An https URL or a data: URL.")
+    detail: Literal["auto", "low", "high"] = Field(
+        "auto",
+        description="A pixel budget: low scales the image to the model's low-detail budget; "
+        "auto and high keep up to its full budget.",
+    )
+
+
+class ImagePart(APIModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class SystemMessage(APIModel):
+    role: Literal["system", "developer"]
+    content: str | list[TextPart]
+    name: str | None = Field(None, max_length=64)
+
+
+class UserMessage(APIModel):
+    role: Literal["user"]
+    content: str | list[ContentPart]
+    name: str | None = Field(None, max_length=64)
+
+
+class AssistantMessage(APIModel):
+    role: Literal["assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(None, max_length=64)
+    # The SDK may echo these back from an earlier answer; they are not part of the prompt.
+    refusal: str | None = None
+    reasoning_content: str | None = None
+
+
+ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
+
+
+class JsonSchemaFormat(APIModel):
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TextFormat(APIModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(APIModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(APIModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
+]
+
+
+class StreamOptions(APIModel):
+    include_usage: bool = False
+
+
+class ChatTemplateOptions(APIModel):
+    """vLLM's `chat_template_kwargs`, as far as this service honours it."""
+
+    enable_thinking: bool | None = None
+
+
+class ChatCompletionRequest(APIModel):
+    """POST /v1/chat/completions, as the OpenAI SDK sends it."""
+
+    model: str | None = Field(None, description="Model name; the first vision-chat model if unset.")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1024)
+    max_tokens: int | None = Field(None, ge=1, description="At most the model's output limit.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: str | list[str] | None = Field(None, description="Up to the model's limit of strings.")
+    n: int = Field(1, ge=1, le=16, description="Answers to sample (at most the model's max_n).")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = Field(None, max_length=256)
+    # Accepted for SDK compatibility at their neutral values only.
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logprobs: bool | None = None
+    # Extensions: thinking on or off for models that think aloud.
+    thinking: bool | None = None
+    chat_template_kwargs: ChatTemplateOptions | None = None
+
+    _numbers_are_numbers = field_validator(
+        "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "n", mode="before"
+    )(_json_number)
+
+
+class ChatUsage(APIModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantAnswer(APIModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    # The model's thinking, apart from its answer (as vLLM returns it).
+    reasoning_content: str | None = None
+    refusal: str | None = None
+
+
+class ChatChoiceBody(APIModel):
+    index: int
+    message: AssistantAnswer
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(APIModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoiceBody]
+    usage: ChatUsage
+    # Extension: the seed of choice 0 (choice i used seed + i), to redo the answer.
+    seed: int
+
+
+class ChunkDelta(APIModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(APIModel):
+    index: int
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(APIModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: ChatUsage | None = None
+
+
+class MultimodalCompletionRequest(APIModel):
+    """POST /v1/multimodal/completions, the request GLM-4.6V-Flash-WEB's own API takes:
+    one image (bare base64 in `image`, or `image_url`) and a prompt."""
+
+    model: str | None = None
+    image: str | None = Field(None, max_length=96 << 20, description="Base64 image bytes.")
+    image_url: str | None = Field(None, max_length=96 << 20)
+    prompt: str = Field(min_length=1, max_length=64000)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    thinking: bool | None = None
+
+    _numbers_are_numbers = field_validator(
+        "max_tokens", "temperature", "top_p", "seed", mode="before"
+    )(_json_number)
+
+
 # --- jobs and batches -------------------------------------------------------------------
 
 
@@ -298,6 +502,7 @@ class JobType(StrEnum):
 
     IMAGE_GENERATION = "image_generation"
     IMAGE_EDIT = "image_edit"
+    CHAT = "chat"
 
 
 class JobStatus(StrEnum):
@@ -354,7 +559,16 @@ class ImageEditJob(APIModel):
     metadata: Metadata = None
 
 
-JobItem = Annotated[ImageGenerationJob | ImageEditJob, Field(discriminator="type")]
+class ChatJob(APIModel):
+    """A job that runs what POST /v1/chat/completions would (not streamed); the answer is
+    the job's result."""
+
+    type: Literal[JobType.CHAT]
+    request: ChatCompletionRequest
+    metadata: Metadata = None
+
+
+JobItem = Annotated[ImageGenerationJob | ImageEditJob | ChatJob, Field(discriminator="type")]
 CallbackUrl = Annotated[
     str | None,
     Field(
@@ -372,9 +586,13 @@ class ImageEditJobCreate(ImageEditJob):
     callback_url: CallbackUrl = None
 
 
+class ChatJobCreate(ChatJob):
+    callback_url: CallbackUrl = None
+
+
 # POST /v1/jobs: one job, `type` says which request it carries.
 JobCreateRequest = Annotated[
-    ImageGenerationJobCreate | ImageEditJobCreate, Field(discriminator="type")
+    ImageGenerationJobCreate | ImageEditJobCreate | ChatJobCreate, Field(discriminator="type")
 ]
 
 
@@ -401,6 +619,13 @@ class JobResult(APIModel):
     revised_prompt: str
     output_format: str
     images: list[JobImage]
+
+
+class ChatJobResult(APIModel):
+    """A chat job's answer: the chat completion the sync route would have returned."""
+
+    model: str
+    completion: ChatCompletion
 
 
 class JobProgress(APIModel):
@@ -444,7 +669,7 @@ class JobObject(APIModel):
     queue_position: int | None
     batch_id: str | None
     metadata: dict[str, str] | None
-    result: JobResult | None
+    result: JobResult | ChatJobResult | None
     error: JobError | None
     webhook: WebhookState | None
 

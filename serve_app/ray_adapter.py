@@ -4,6 +4,8 @@ Gateway asks the Serve controller."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ray import serve
@@ -12,14 +14,21 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.errors import ErrorCode, ServiceError, ServiceUnavailableError
+from serve_app.models.chat_spec import ChatDeltas, ChatResult, ChatSpec
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
 
 
 async def _call(handle_method, *args) -> Any:
     """Await a handle call; errors come out as the ServiceError the callee raised, or a 503."""
-    try:
+    with _service_errors():
         return await handle_method.remote(*args)
+
+
+@contextlib.contextmanager
+def _service_errors() -> Iterator[None]:
+    try:
+        yield
     except RayTaskError as error:
         if isinstance(error.cause, ServiceError):
             raise error.cause from None
@@ -50,8 +59,21 @@ class HandleModelBackend:
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
 
-    async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult:
+    async def run(
+        self, spec: GenerationSpec | EditSpec | ChatSpec
+    ) -> GenerationResult | ChatResult:
         return await _call(self.handle.run, spec)
+
+    async def stream(self, spec: ChatSpec) -> AsyncIterator[ChatDeltas | ChatResult]:
+        """A vision-chat replica's streamed answer; closing this iterator (the client went
+        away) cancels the replica's generator, which ends the request's rows."""
+        generator = self.handle.options(stream=True).stream.remote(spec)
+        try:
+            with _service_errors():
+                async for item in generator:
+                    yield item
+        finally:
+            generator.cancel()
 
     async def health(self) -> dict[str, Any]:
         return await _call(self.handle.health)

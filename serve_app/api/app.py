@@ -12,7 +12,7 @@ from serve_app.api.dependencies import GatewayParts, ReplicaCounts
 from serve_app.api.errors import COMMON_ERRORS, error_responses, install_error_handlers
 from serve_app.api.middleware import install_middleware
 from serve_app.api.openapi import install_openapi
-from serve_app.api.routes import catalog, files, images, jobs
+from serve_app.api.routes import catalog, chat, files, images, jobs
 from serve_app.config import AppConfig
 from serve_app.jobs.store import JobStore
 from serve_app.observability.access_log import AccessLog
@@ -20,6 +20,7 @@ from serve_app.observability.metrics import ServiceMetrics
 from serve_app.security.guard import build_guard
 from serve_app.service.backends import ModelBackend, PromptBackend
 from serve_app.service.catalog import Catalog
+from serve_app.service.chat import ChatService
 from serve_app.service.images import open_image_service
 from serve_app.service.jobs import JobService
 
@@ -30,12 +31,12 @@ def create_app(parts: GatewayParts) -> FastAPI:
     app = FastAPI(
         title="Image serving API",
         version="1",
-        description="Generate and edit images, OpenAI-compatible, with templates, style "
-        "presets and brand guides; durable jobs with signed webhooks.",
+        description="Generate, edit and understand images, OpenAI-compatible, with "
+        "templates, style presets and brand guides; durable jobs with signed webhooks.",
     )
     app.state.parts = parts
     common = error_responses(*COMMON_ERRORS)
-    for router in (images.router, catalog.router, files.router, jobs.router):
+    for router in (images.router, chat.router, catalog.router, files.router, jobs.router):
         app.include_router(router, responses=common)
     install_error_handlers(app)
     install_middleware(
@@ -58,9 +59,12 @@ def gateway_parts(
     """Everything a Gateway replica holds: it opens the job store (creating its tables),
     the key store and the rate limiter the config names. Blocking: run it off the loop."""
     images = open_image_service(config, prompts, models, metrics)
+    chat = ChatService(config, models, images.image_inputs)  # type: ignore[arg-type]
     store = JobStore(environment.job_store_url(config.jobs.store_url))
     store.create_schema()
-    jobs = JobService(images, store, environment.webhook_secrets(config.jobs.webhooks.secrets))
+    jobs = JobService(
+        images, store, environment.webhook_secrets(config.jobs.webhooks.secrets), chat=chat
+    )
     observability = config.observability
     access_log = None
     if observability.access_log and access_logger is not None:
@@ -79,6 +83,7 @@ def gateway_parts(
     )
     return GatewayParts(
         images=images,
+        chat=chat,
         catalog=Catalog(config, prompts, models),
         guard=build_guard(config),
         jobs=jobs,

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from serve_app.observability.access_log import AccessLog
 from serve_app.security.guard import Guard
 from serve_app.service.catalog import Catalog
+from serve_app.service.chat import ChatService
 from serve_app.service.images import ImageService
 from serve_app.service.jobs import JobService
 
@@ -21,6 +22,7 @@ ReplicaCounts = Callable[[], Awaitable[dict[str, Any]]]
 @dataclass(frozen=True)
 class GatewayParts:
     images: ImageService
+    chat: ChatService
     catalog: Catalog
     guard: Guard
     jobs: JobService
@@ -37,6 +39,10 @@ def image_service(request: Request) -> ImageService:
     return gateway_parts(request).images
 
 
+def chat_service(request: Request) -> ChatService:
+    return gateway_parts(request).chat
+
+
 def catalog(request: Request) -> Catalog:
     return gateway_parts(request).catalog
 
@@ -46,6 +52,7 @@ def job_service(request: Request) -> JobService:
 
 
 Images = Annotated[ImageService, Depends(image_service)]
+Chat = Annotated[ChatService, Depends(chat_service)]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
 Jobs = Annotated[JobService, Depends(job_service)]
 Parts = Annotated[GatewayParts, Depends(gateway_parts)]

@@ -26,7 +26,9 @@ def job_object(
 ) -> dict[str, Any]:
     """A job as clients see it; `image_url` turns a stored key into a fresh link."""
     result = None
-    if job.result is not None:
+    if job.result is not None and "completion" in job.result:
+        result = job.result  # a chat job's answer
+    elif job.result is not None:
         images = []
         for image in job.result["images"]:
             item = {k: image[k] for k in ("seed", "sha256", "width", "height")}

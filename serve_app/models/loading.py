@@ -18,6 +18,7 @@ from serve_app.config import ModelConfig
 from serve_app.families import FAMILIES
 from serve_app.models.base import PipelineFamily
 from serve_app.models.custom_weights import WeightsReport, load_custom_weights
+from serve_app.models.vision_chat import ChatModel, VisionChatFamily
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,17 @@ class LoadedModel:
     weights_report: WeightsReport | None = None
 
 
-def family_for(name: str) -> PipelineFamily:
+def family_for(name: str) -> Any:
     """The family's code, imported here only: the Gateway never loads torch."""
     module_name, class_name = FAMILIES[name].implementation.split(":")
     return getattr(importlib.import_module(module_name), class_name)()
 
 
-def ensure_tiny_checkpoint(family: PipelineFamily, cache_dir: Path) -> Path:
+def ensure_tiny_checkpoint(family: PipelineFamily | VisionChatFamily, cache_dir: Path) -> Path:
     """Build the family's tiny model once; concurrent replicas race safely via rename."""
     target = cache_dir / f"{family.name}-{TINY_BUILD_VERSION}"
-    if (target / "model_index.json").exists():
+    marker = getattr(family, "checkpoint_marker", "model_index.json")
+    if (target / marker).exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".build-{family.name}-"))
@@ -53,7 +55,7 @@ def ensure_tiny_checkpoint(family: PipelineFamily, cache_dir: Path) -> Path:
         family.build_tiny(staging)
         os.rename(staging, target)
     except OSError:
-        if not (target / "model_index.json").exists():
+        if not (target / marker).exists():
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -103,6 +105,36 @@ def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
         # (warmup.sizes x warmup.batch_sizes) before it takes traffic.
         setattr(pipeline, denoiser, torch.compile(getattr(pipeline, denoiser)))
     return LoadedModel(pipeline, family, device, dtype, checkpoint, report)
+
+
+@dataclass
+class LoadedChatModel:
+    chat: ChatModel
+    family: VisionChatFamily
+    device: str
+    dtype: str
+    checkpoint: str
+
+
+def load_chat_model(config: ModelConfig, tiny_cache: Path) -> LoadedChatModel:
+    """A vision-chat model and its processor, on the configured device and dtype."""
+    family: VisionChatFamily = family_for(config.family)
+    if config.path.startswith("tiny:"):
+        checkpoint = str(ensure_tiny_checkpoint(family, tiny_cache))
+    else:
+        checkpoint = config.path
+    device = pick_device(config.device)
+    dtype = config.dtype
+    if device == "cpu" and dtype != "float32":
+        logger.warning("%s: %s on CPU, using float32 instead", config.name, dtype)
+        dtype = "float32"
+    chat = family.load(checkpoint, DTYPES[dtype])
+    chat.model.to(device)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if config.compile:
+        chat.model.forward = torch.compile(chat.model.forward, dynamic=True)
+    return LoadedChatModel(chat, family, device, dtype, checkpoint)
 
 
 def _tune_for_cuda(pipeline: Any) -> None:

@@ -36,6 +36,12 @@ class AccessEntry(BaseModel):
     image_sha256: list[str] = []
     prompt: str | None = None
     error_code: str | None = None
+    # Vision chat: tokens in (text and images) and out, time to the first token (from the
+    # model call's start), and completion tokens per second of the request.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    first_token_ms: float | None = None
+    tokens_per_s: float | None = None
 
     def summary(self) -> str:
         """The human line, for Serve's TEXT log encoding (JSON carries every field)."""
@@ -51,6 +57,7 @@ class RequestNotes:
     prompt: str | None = None
     image_sha256: list[str] = field(default_factory=list)
     batch_images: int | None = None
+    chat: dict[str, float | int | None] = field(default_factory=dict)
 
     def request(self, *, model: str | None, prompt: str | None) -> None:
         self.model, self.prompt = model, prompt
@@ -60,6 +67,24 @@ class RequestNotes:
         self.model = model
         self.image_sha256 = [hashlib.sha256(data).hexdigest() for data in images]
         self.batch_images = batch_images
+
+    def chat_result(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        first_token_s: float | None,
+        generate_s: float,
+        batch_rows: int,
+    ) -> None:
+        self.model = model
+        self.batch_images = batch_rows
+        self.chat = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "first_token_ms": None if first_token_s is None else round(first_token_s * 1000, 2),
+            "tokens_per_s": round(completion_tokens / generate_s, 2) if generate_s > 0 else None,
+        }
 
 
 def prompt_excerpt(prompt: str | None, limit: int) -> str | None:
@@ -112,6 +137,7 @@ class AccessLog:
             image_sha256=notes.image_sha256,
             prompt=prompt_excerpt(notes.prompt, self.prompt_chars),
             error_code=error_code,
+            **notes.chat,
         )
 
     def emit(self, entry: AccessEntry) -> None:

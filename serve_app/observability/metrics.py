@@ -87,6 +87,33 @@ GPU_UTILIZATION = MetricSpec(
     ("model",),
 )
 
+CHAT_TOKENS = MetricSpec(
+    "image_serving_chat_tokens",
+    "counter",
+    "Vision-chat tokens: kind=prompt (text and image tokens in) or completion (out).",
+    ("model", "kind"),
+)
+FIRST_TOKEN_SECONDS = MetricSpec(
+    "image_serving_chat_first_token_seconds",
+    "histogram",
+    "From a vision-chat generate call's start to a request's first token.",
+    ("model",),
+    SECONDS_BUCKETS,
+)
+DECODE_RATE = MetricSpec(
+    "image_serving_chat_tokens_per_second",
+    "histogram",
+    "Completion tokens per second of each vision-chat generate call (all its rows).",
+    ("model",),
+    (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+CANCELLED_ROWS = MetricSpec(
+    "image_serving_chat_cancelled",
+    "counter",
+    "Vision-chat requests whose caller went away while their generate call ran.",
+    ("model",),
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     IMAGES_GENERATED,
     BATCH_IMAGES,
@@ -95,6 +122,10 @@ METRICS: tuple[MetricSpec, ...] = (
     REQUEST_ERRORS,
     GPU_MEMORY,
     GPU_UTILIZATION,
+    CHAT_TOKENS,
+    FIRST_TOKEN_SECONDS,
+    DECODE_RATE,
+    CANCELLED_ROWS,
 )
 
 Stage = Literal["template", "inputs", "model", "encode", "store"]
@@ -152,6 +183,21 @@ class ServiceMetrics:
         started = time.perf_counter()
         yield
         self.stage_time(stage, model, time.perf_counter() - started)
+
+    def chat_call(
+        self, model: str, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> None:
+        """One vision-chat generate call (every row in it)."""
+        self.sink.record(CHAT_TOKENS, prompt_tokens, {"model": model, "kind": "prompt"})
+        self.sink.record(CHAT_TOKENS, completion_tokens, {"model": model, "kind": "completion"})
+        if seconds > 0 and completion_tokens:
+            self.sink.record(DECODE_RATE, completion_tokens / seconds, {"model": model})
+
+    def first_token(self, model: str, seconds: float) -> None:
+        self.sink.record(FIRST_TOKEN_SECONDS, seconds, {"model": model})
+
+    def chat_cancelled(self, model: str) -> None:
+        self.sink.record(CANCELLED_ROWS, 1, {"model": model})
 
     def request_error(self, route: str, status: int, code: str | None) -> None:
         tags = {"route": route, "status": str(status), "code": code or "none"}

@@ -22,6 +22,7 @@ ROUTE_ACCESS: dict[str, Access] = {
     "/v1/images/generations": "generate",
     "/v1/images/edits": "edit",
     "/v1/chat": "chat",
+    "/v1/multimodal": "chat",
     "/v1/jobs": "jobs",
     "/v1/batches": "jobs",
     "/v1/admin": "admin",

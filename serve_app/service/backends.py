@@ -6,8 +6,10 @@ same serve_app objects running in-process.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from serve_app.models.chat_spec import ChatDeltas, ChatResult, ChatSpec
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptCatalog, PromptRequest, RenderedPrompt, catalog_listing
 
@@ -20,6 +22,16 @@ class PromptBackend(Protocol):
 
 class ModelBackend(Protocol):
     async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+
+class ChatBackend(Protocol):
+    """A vision-chat model: whole answers, or streamed ones (deltas, then the result)."""
+
+    async def run(self, spec: ChatSpec) -> ChatResult: ...
+
+    def stream(self, spec: ChatSpec) -> AsyncIterator[ChatDeltas | ChatResult]: ...
 
     async def health(self) -> dict[str, Any]: ...
 

@@ -7,13 +7,38 @@ import asyncio
 from typing import Any
 
 from serve_app.config import AppConfig, ModelConfig
-from serve_app.protocol import ModelBatching, ModelCapabilities, ModelCard, ModelList
+from serve_app.families import Task
+from serve_app.protocol import (
+    ChatCapabilities,
+    ModelBatching,
+    ModelCapabilities,
+    ModelCard,
+    ModelList,
+)
 from serve_app.service.backends import ModelBackend, PromptBackend
+
+
+def chat_card(model: ModelConfig) -> ChatCapabilities | None:
+    if model.task is not Task.VISION_CHAT:
+        return None
+    limits = model.chat.limits
+    return ChatCapabilities(
+        max_images=limits.max_images,
+        max_image_pixels=limits.max_image_pixels,
+        low_detail_pixels=limits.low_detail_pixels,
+        max_prompt_tokens=limits.max_prompt_tokens,
+        max_output_tokens=limits.max_output_tokens,
+        max_n=limits.max_n,
+        default_max_tokens=model.chat.defaults.max_tokens,
+        thinks=model.traits.reasoning_markers is not None,
+        structured_output=["text", "json_object", "json_schema"],
+    )
 
 
 def model_card(model: ModelConfig) -> ModelCard:
     traits, limits = model.traits, model.limits
     return ModelCard(
+        chat=chat_card(model),
         id=model.name,
         task=model.traits.task,
         family=model.family,
@@ -25,7 +50,11 @@ def model_card(model: ModelConfig) -> ModelCard:
         max_pixels=limits.max_pixels,
         max_steps=limits.max_steps,
         capabilities=ModelCapabilities(
-            max_input_images=traits.max_input_images,
+            max_input_images=(
+                model.chat.limits.max_images
+                if model.task is Task.VISION_CHAT
+                else traits.max_input_images
+            ),
             supports_mask=traits.supports_mask,
             supports_negative_prompt=traits.supports_negative_prompt,
             supports_adapters=traits.supports_adapters,

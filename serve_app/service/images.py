@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 
 from serve_app.config import AppConfig, ModelConfig, parse_size
-from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, ServiceUnavailableError
+from serve_app.errors import ErrorCode, InvalidRequestError, ServiceUnavailableError
 from serve_app.families import Task
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.observability.metrics import ServiceMetrics
@@ -25,6 +25,7 @@ from serve_app.protocol import (
 )
 from serve_app.service.backends import ModelBackend, PromptBackend
 from serve_app.service.image_inputs import ImageInputs, ImageSource
+from serve_app.service.resolve import resolve_model
 from serve_app.service.sizing import check_size, requested_size, size_from_aspect
 from serve_app.storage import Storage, build_storage
 
@@ -341,29 +342,7 @@ class ImageService:
 
     def resolve_model(self, name: str | None, task: Task | None = None) -> ModelConfig:
         """The named model (404 if unknown), or the first one for `task` if unnamed."""
-        candidates = [m for m in self.config.models if task is None or m.task == task]
-        if name is None:
-            if not candidates:
-                raise NotFoundError(
-                    f"no {task} model is configured", code=ErrorCode.MODEL_NOT_FOUND, param="model"
-                )
-            return candidates[0]
-        model = self.config.model(name)
-        if model is None:
-            known = ", ".join(m.name for m in candidates)
-            raise NotFoundError(
-                f"model {name!r} does not exist; available: {known}",
-                code=ErrorCode.MODEL_NOT_FOUND,
-                param="model",
-            )
-        if task is not None and model.task != task:
-            known = ", ".join(m.name for m in candidates) or "none"
-            raise InvalidRequestError(
-                f"model {name!r} is a {model.task} model; {task} models: {known}",
-                code=ErrorCode.MODEL_TASK_MISMATCH,
-                param="model",
-            )
-        return model
+        return resolve_model(self.config, name, task)
 
 
 def open_image_service(

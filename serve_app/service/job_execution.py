@@ -11,13 +11,15 @@ from pydantic import TypeAdapter
 
 from serve_app import environment
 from serve_app.config import AppConfig
+from serve_app.errors import ErrorCode, ServiceUnavailableError
 from serve_app.jobs.delivery import WebhookDispatcher
 from serve_app.jobs.records import JobRecord
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.store import JobStore
 from serve_app.jobs.webhooks import WebhookSender, callback_policy
 from serve_app.models.spec import GenerationResult
-from serve_app.protocol import ImageEditJob, JobItem
+from serve_app.protocol import ChatJob, ImageEditJob, JobItem
+from serve_app.service.chat import ChatService
 from serve_app.service.images import ImageService
 from serve_app.storage.keys import job_result_key
 
@@ -25,12 +27,15 @@ STORED_JOB = TypeAdapter(JobItem)
 
 
 class JobExecutor:
-    def __init__(self, service: ImageService):
+    def __init__(self, service: ImageService, chat: ChatService | None = None):
         self.service = service
+        self.chat = chat
 
     async def execute(self, job: JobRecord) -> dict[str, Any]:
         """The job's result; raises the ServiceError the sync API would have answered."""
         item = STORED_JOB.validate_python({"type": job.type, "request": job.request})
+        if isinstance(item, ChatJob):
+            return await self._answer(item, job.id)
         if isinstance(item, ImageEditJob):
             call = await self.service.plan_edit(item.request, [], None)
         else:
@@ -46,6 +51,14 @@ class JobExecutor:
             "output_format": spec.output_format,
             "images": images,
         }
+
+    async def _answer(self, item: ChatJob, job_id: str) -> dict[str, Any]:
+        if self.chat is None:
+            raise ServiceUnavailableError(
+                "this job runner serves no vision-chat model", code=ErrorCode.MODEL_NOT_FOUND
+            )
+        completion, _ = await self.chat.complete(item.request, job_id=job_id)
+        return {"model": completion.model, "completion": completion.model_dump(mode="json")}
 
     def _store(self, job_id: str, fmt: str, result: GenerationResult) -> list[dict[str, Any]]:
         images = []
@@ -66,11 +79,13 @@ class JobExecutor:
 
     def discard(self, result: dict[str, Any]) -> None:
         """Remove a canceled job's images."""
-        for image in result["images"]:
+        for image in result.get("images", []):
             self.service.storage.delete(image["key"])
 
 
-def open_job_runner(config: AppConfig, images: ImageService, worker_id: str) -> JobRunner:
+def open_job_runner(
+    config: AppConfig, images: ImageService, worker_id: str, chat: ChatService | None = None
+) -> JobRunner:
     """The JobRunner's loop over the image service: the job store (tables created), and the
     webhook sender when secrets are set. Blocking: run it off the event loop."""
     jobs = config.jobs
@@ -87,4 +102,4 @@ def open_job_runner(config: AppConfig, images: ImageService, worker_id: str) -> 
         webhooks = WebhookDispatcher(
             store, sender, secrets, jobs.webhooks.retry_schedule_s, jobs.poll_interval_s
         )
-    return JobRunner(store, JobExecutor(images), jobs, worker_id=worker_id, webhooks=webhooks)
+    return JobRunner(store, JobExecutor(images, chat), jobs, worker_id=worker_id, webhooks=webhooks)

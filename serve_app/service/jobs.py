@@ -21,7 +21,8 @@ from serve_app.jobs.records import NewJob
 from serve_app.jobs.store import JobStore, new_id
 from serve_app.jobs.views import batch_object, job_object
 from serve_app.jobs.webhooks import callback_policy
-from serve_app.protocol import BatchCreateRequest, JobCreateRequest, JobItem
+from serve_app.protocol import BatchCreateRequest, ChatJob, JobCreateRequest, JobItem
+from serve_app.service.chat import ChatService
 from serve_app.service.images import ImageService, pick_seed
 
 
@@ -31,8 +32,15 @@ def request_hash(route: str, body: BaseModel) -> str:
 
 
 class JobService:
-    def __init__(self, images: ImageService, store: JobStore, webhook_secrets: list[str]):
+    def __init__(
+        self,
+        images: ImageService,
+        store: JobStore,
+        webhook_secrets: list[str],
+        chat: ChatService | None = None,
+    ):
         self.images = images
+        self.chat = chat
         self.config = images.config
         self.store = store
         self.webhooks_enabled = bool(webhook_secrets)
@@ -49,7 +57,7 @@ class JobService:
     ) -> tuple[dict[str, Any], bool]:
         """(the job, replayed): replayed is True when the Idempotency-Key found it made."""
         callback_url = await self._callback(body.callback_url)
-        job = self._prepare(tenant, body, ("request",), authorize, callback_url)
+        job = await self._prepare(tenant, body, ("request",), authorize, callback_url)
         job_id, replayed = await self._create(
             tenant, idempotency_key, request_hash("jobs", body), [job], batch=None
         )
@@ -71,7 +79,7 @@ class JobService:
             )
         callback_url = await self._callback(body.callback_url)
         jobs = [
-            self._prepare(tenant, item, ("jobs", index, "request"), authorize)
+            await self._prepare(tenant, item, ("jobs", index, "request"), authorize)
             for index, item in enumerate(body.jobs)
         ]
         batch_id, replayed = await self._create(
@@ -83,7 +91,7 @@ class JobService:
         )
         return await self.read_batch(tenant, batch_id), replayed
 
-    def _prepare(
+    async def _prepare(
         self,
         tenant: str,
         item: JobItem,
@@ -91,19 +99,38 @@ class JobService:
         authorize: Callable[[str], None],
         callback_url: str | None = None,
     ) -> NewJob:
-        request = item.request
         try:
-            model = self.images.check_job_request(request)
+            if isinstance(item, ChatJob):
+                if self.chat is None:
+                    raise InvalidRequestError(
+                        "no vision-chat model is served here",
+                        code=ErrorCode.MODEL_NOT_FOUND,
+                        param="model",
+                    )
+                model = await self.chat.check_job_request(item.request)
+            else:
+                model = self.images.check_job_request(item.request)
         except ServiceError as error:
             # Name the field where it sits in this body: `jobs.3.request.size`.
             if error.param is not None:
                 error.param = ".".join(map(str, (*location, error.param)))
             raise
         authorize(model.name)
-        # Results are stored, never inlined: the job object carries their links.
-        fixed = request.model_copy(
-            update={"model": model.name, "seed": pick_seed(request.seed), "response_format": "url"}
-        )
+        fixed: BaseModel
+        if isinstance(item, ChatJob):
+            # An answer in the job's result: never streamed.
+            fixed = item.request.model_copy(
+                update={"model": model.name, "seed": pick_seed(item.request.seed), "stream": False}
+            )
+        else:
+            # Results are stored, never inlined: the job object carries their links.
+            fixed = item.request.model_copy(
+                update={
+                    "model": model.name,
+                    "seed": pick_seed(item.request.seed),
+                    "response_format": "url",
+                }
+            )
         return NewJob(
             id=new_id("job"),
             tenant=tenant,

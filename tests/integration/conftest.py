@@ -208,6 +208,18 @@ def integration_app_args(
             "batching": {"max_batch_size": 4},
         }
     )
+    # The second vision-chat family, through the same code as GLM-4.6V.
+    args["models"].append(
+        {
+            "name": "qwen2.5-vl-tiny",
+            "family": "qwen2.5-vl",
+            "path": "tiny:qwen2.5-vl",
+            "dtype": "float32",
+            "device": "cpu",
+            "batching": {"max_batch_size": 8, "idle_wait_s": 0.5},
+            "chat": {"defaults": {"max_tokens": 16}, "limits": {"max_images": 2}},
+        }
+    )
     return args
 
 

@@ -40,7 +40,9 @@ def test_local_yaml_args_validate(local_args):
         "qwen-edit-tiny",
         "qwen-edit-plus-tiny",
         "longcat-edit-tiny",
+        "glm-4.6v-tiny",
     ]
+    assert config.model("glm-4.6v-tiny").task == "vision-chat"
     assert config.model("sd-tiny").family == "stable-diffusion"
     assert config.model("sd-tiny").task == "text-to-image"
     assert config.model("qwen-edit-tiny").task == "image-edit"

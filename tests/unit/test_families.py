@@ -10,9 +10,14 @@ from serve_app.families import FAMILIES, Task
 from serve_app.models.base import TextToImageFamily
 from serve_app.models.edit_base import ImageEditFamily
 from serve_app.models.loading import family_for
+from serve_app.models.vision_chat import VisionChatFamily
 from serve_app.service.catalog import model_card
 
-BASE_FOR_TASK = {Task.TEXT_TO_IMAGE: TextToImageFamily, Task.IMAGE_EDIT: ImageEditFamily}
+BASE_FOR_TASK = {
+    Task.TEXT_TO_IMAGE: TextToImageFamily,
+    Task.IMAGE_EDIT: ImageEditFamily,
+    Task.VISION_CHAT: VisionChatFamily,
+}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -23,6 +28,8 @@ def test_each_row_names_code_that_reads_its_traits(name):
     assert isinstance(family, BASE_FOR_TASK[traits.task])
     if traits.task is Task.IMAGE_EDIT:
         assert traits.max_input_images >= 1 and traits.supports_mask
+    elif traits.task is Task.VISION_CHAT:
+        assert traits.max_input_images >= 1 and not traits.supports_mask
     else:
         assert traits.max_input_images == 0 and not traits.supports_mask
 
@@ -35,7 +42,14 @@ def test_config_and_model_cards_follow_the_table(name):
     card = model_card(model)
     capabilities = card.capabilities
     assert card.task == traits.task
-    assert capabilities.max_input_images == traits.max_input_images
+    if traits.task is Task.VISION_CHAT:
+        # What this model's config lets a request carry, within what the family takes.
+        assert capabilities.max_input_images == model.chat.limits.max_images
+        assert capabilities.max_input_images <= traits.max_input_images
+        assert card.chat is not None and card.chat.max_images == model.chat.limits.max_images
+    else:
+        assert capabilities.max_input_images == traits.max_input_images
+        assert card.chat is None
     assert capabilities.supports_mask == traits.supports_mask
     assert capabilities.supports_negative_prompt == traits.supports_negative_prompt
     assert capabilities.size_multiple == traits.size_multiple
