@@ -36,7 +36,16 @@ from serve_app.security.scopes import required_access, route_path
 logger = logging.getLogger(__name__)
 
 # Routes whose bodies carry images get the larger upload limit (jobs carry edit requests).
-UPLOAD_ROUTES = frozenset({"/v1/images/edits", "/v1/jobs", "/v1/batches"})
+UPLOAD_ROUTES = frozenset(
+    {
+        "/v1/images/edits",
+        "/v1/chat/completions",
+        "/v1/multimodal/completions",
+        "/v1/multimodal/completions-multipart",
+        "/v1/jobs",
+        "/v1/batches",
+    }
+)
 # What browsers may read from answers: limits, retry hints and the request id.
 CORS_EXPOSED_HEADERS = ["Retry-After", "RateLimit", "RateLimit-Policy", "x-request-id"]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -30,7 +30,7 @@ def json_grammar(schema: dict[str, Any], param: str) -> str:
     try:
         grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=_OPTIONS)
         failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # llguidance's own errors: the schema is the client's
         raise InvalidRequestError(
             f"the JSON schema cannot be used: {str(error)[:300]}",
             code=ErrorCode.UNSUPPORTED_SCHEMA,

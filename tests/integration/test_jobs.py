@@ -106,8 +106,8 @@ def job_ids(client) -> list[str]:
         (generation_job(model="no-such-model"), 404, "model_not_found", "request.model"),
         (generation_job(model="qwen-edit-tiny"), 400, "model_task_mismatch", "request.model"),
         (generation_job(steps=500), 400, "invalid_steps", "request.steps"),
-        # No vision-language model is served yet: the schema offers no chat type.
-        ({"type": "chat", "request": {}}, 400, "invalid_parameter", "type"),
+        ({"type": "chat", "request": {}}, 400, "invalid_parameter", "request.messages"),
+        ({"type": "video", "request": {}}, 400, "invalid_parameter", "type"),
         ({"type": "image_upscale", "request": {}}, 400, "invalid_parameter", "type"),
         (
             {**generation_job(), "callback_url": "http://10.1.2.3/hook"},
