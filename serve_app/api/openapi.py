@@ -27,7 +27,12 @@ FORM_FILES = {
     },
     "mask": {**BINARY, "description": "Transparent where the edit may change the image."},
 }
-CALLBACK_SCHEMAS = ("ImageGenerationJobCreate", "ImageEditJobCreate", "BatchCreateRequest")
+CALLBACK_SCHEMAS = (
+    "ImageGenerationJobCreate",
+    "ImageEditJobCreate",
+    "ChatJobCreate",
+    "BatchCreateRequest",
+)
 
 
 def install_openapi(app: FastAPI, *, webhooks_enabled: bool) -> None:

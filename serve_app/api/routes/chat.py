@@ -147,9 +147,10 @@ async def multimodal_completion(
                     "schema": {
                         "type": "object",
                         "required": ["prompt"],
+                        "additionalProperties": False,
                         "properties": {
                             "image": {"type": "string", "format": "binary"},
-                            "prompt": {"type": "string"},
+                            "prompt": {"type": "string", "minLength": 1, "maxLength": 64000},
                             "model": {"type": "string"},
                             "max_tokens": {"type": "integer", "minimum": 1},
                             "temperature": {"type": "number", "minimum": 0, "maximum": 2},
