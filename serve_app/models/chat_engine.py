@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import GenerationConfig, LogitsProcessorList
 
 from serve_app.config import ModelConfig
-from serve_app.errors import ErrorCode, InvalidRequestError, ServiceUnavailableError
+from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.models.batch_queue import BatchBudget, BatchCost
 from serve_app.models.chat_spec import ChatDelta, ChatResult, ChatSpec, FinishReason
 from serve_app.models.decoding import (
@@ -31,6 +31,7 @@ from serve_app.models.decoding import (
     shortest_answer,
     tokens_for,
 )
+from serve_app.models.engine import out_of_memory
 from serve_app.models.loading import load_chat_model
 from serve_app.models.text_stream import IncrementalText, ReasoningSplitter, StopStrings
 from serve_app.observability.gpu import gpu_report
@@ -134,12 +135,7 @@ class ChatEngine:
                 with self._lock:
                     seconds, rows = self._generate(tasks, prepared)
             except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                error = ServiceUnavailableError(
-                    f"model {self.config.name!r} ran out of GPU memory; retry with fewer or "
-                    "smaller images",
-                    code=ErrorCode.MODEL_OUT_OF_MEMORY,
-                )
+                error = out_of_memory(self.config.name)
                 for index, _, _ in prepared:
                     results[index] = error
                 return results  # type: ignore[return-value]

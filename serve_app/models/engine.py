@@ -42,6 +42,15 @@ ModelSpec = GenerationSpec | EditSpec
 ProgressSink = Callable[[list[str], int, int], None]
 
 
+def out_of_memory(model_name: str) -> ServiceUnavailableError:
+    """What a call that ran out of GPU memory answers, its cache freed for the next."""
+    torch.cuda.empty_cache()
+    return ServiceUnavailableError(
+        f"model {model_name!r} ran out of GPU memory; retry with fewer or smaller images",
+        code=ErrorCode.MODEL_OUT_OF_MEMORY,
+    )
+
+
 class ModelEngine:
     """Text-to-image and edit models alike: the family decides what one call does."""
 
@@ -92,12 +101,7 @@ class ModelEngine:
                     images = family.run(self.model.pipeline, group, self._on_step(group))
                     seconds = time.perf_counter() - started
             except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                error = ServiceUnavailableError(
-                    f"model {self.config.name!r} ran out of GPU memory; retry with fewer or "
-                    "smaller images",
-                    code=ErrorCode.MODEL_OUT_OF_MEMORY,
-                )
+                error = out_of_memory(self.config.name)
                 for index in indices:
                     results[index] = error
                 continue

@@ -17,10 +17,10 @@ from transformers import (
     Glm4vForConditionalGeneration,
     Qwen2Tokenizer,
 )
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 from transformers.models.glm46v.processing_glm46v import Glm46VProcessor
 
+from serve_app.models.tiny_tokenizers import byte_level_tokenizer
 from serve_app.models.vision_chat import VisionChatFamily, image_only
 
 SPECIAL_TOKENS = (
@@ -57,14 +57,8 @@ TINY_CHAT_TEMPLATE = (
 
 def tiny_tokenizer() -> Qwen2Tokenizer:
     """Byte-level, with GLM-4.6V's special tokens."""
-    vocab = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
-    for special in SPECIAL_TOKENS:
-        vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=[],
-        unk_token=None,
-        bos_token=None,
+    tokenizer = byte_level_tokenizer(
+        SPECIAL_TOKENS,
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
         padding_side="left",

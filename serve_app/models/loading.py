@@ -70,8 +70,10 @@ def pick_device(setting: str) -> str:
     return setting
 
 
-def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
-    family = family_for(config.family)
+def placement(
+    config: ModelConfig, family: PipelineFamily | VisionChatFamily, tiny_cache: Path
+) -> tuple[str, str, str]:
+    """(checkpoint, device, dtype) of a model entry: its tiny build made if it names one."""
     if config.path.startswith("tiny:"):
         checkpoint = str(ensure_tiny_checkpoint(family, tiny_cache))
     else:
@@ -82,7 +84,12 @@ def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
         # Half precision on CPU is slow or unsupported for several ops.
         logger.warning("%s: %s on CPU, using float32 instead", config.name, dtype)
         dtype = "float32"
+    return checkpoint, device, dtype
 
+
+def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
+    family = family_for(config.family)
+    checkpoint, device, dtype = placement(config, family, tiny_cache)
     pipeline = family.load(checkpoint, DTYPES[dtype])
     pipeline.set_progress_bar_config(disable=True)
 
@@ -119,15 +126,7 @@ class LoadedChatModel:
 def load_chat_model(config: ModelConfig, tiny_cache: Path) -> LoadedChatModel:
     """A vision-chat model and its processor, on the configured device and dtype."""
     family: VisionChatFamily = family_for(config.family)
-    if config.path.startswith("tiny:"):
-        checkpoint = str(ensure_tiny_checkpoint(family, tiny_cache))
-    else:
-        checkpoint = config.path
-    device = pick_device(config.device)
-    dtype = config.dtype
-    if device == "cpu" and dtype != "float32":
-        logger.warning("%s: %s on CPU, using float32 instead", config.name, dtype)
-        dtype = "float32"
+    checkpoint, device, dtype = placement(config, family, tiny_cache)
     chat = family.load(checkpoint, DTYPES[dtype])
     chat.model.to(device)
     if device == "cuda":

@@ -24,22 +24,13 @@ from transformers import (
 )
 
 from serve_app.models.tiny_tokenizers import qwen_tokenizer
+from serve_app.models.vision_chat import image_only
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
-class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-    """Qwen2VLProcessor without a video processor (none is needed for images)."""
-
-    def check_argument_for_proper_class(self, argument_name, argument):
-        if argument_name == "video_processor" and argument is None:
-            return None
-        return super().check_argument_for_proper_class(argument_name, argument)
-
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        # The layout of a real checkpoint's processor folder, less the video config.
-        self.image_processor.save_pretrained(save_directory)
-        self.tokenizer.save_pretrained(save_directory)
+# Saved as a real checkpoint's processor folder lays it out, less the video config.
+ImageOnlyQwen2VLProcessor = image_only(Qwen2VLProcessor)
 
 
 def load_processor(folder: str | Path) -> ImageOnlyQwen2VLProcessor:

@@ -6,6 +6,9 @@ and the tokenizers still save and load like a real checkpoint's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from transformers import CLIPTokenizer, Qwen2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -28,15 +31,27 @@ def clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def qwen_tokenizer() -> Qwen2Tokenizer:
+def byte_level_tokenizer(
+    specials: Sequence[str], *, eos_token: str, pad_token: str, **options: Any
+) -> Qwen2Tokenizer:
+    """Every byte a token, then `specials` in order; no unknown or BOS token."""
     vocab = {s: i for i, s in enumerate(_byte_symbols())}
-    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+    for special in specials:
         vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
+    return Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
         unk_token=None,
         bos_token=None,
+        eos_token=eos_token,
+        pad_token=pad_token,
+        **options,
+    )
+
+
+def qwen_tokenizer() -> Qwen2Tokenizer:
+    tokenizer = byte_level_tokenizer(
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
@@ -38,6 +39,7 @@ IMAGE_FIELD = re.compile(r"^image(\[\d{0,2}\])?$")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+SplitT = TypeVar("SplitT")
 
 
 def parse_body(model: type[ModelT], raw: bytes | dict[str, str]) -> ModelT:
@@ -51,18 +53,34 @@ def parse_body(model: type[ModelT], raw: bytes | dict[str, str]) -> ModelT:
         raise validation_error(error.errors()) from None
 
 
-async def read_edit_form(
-    request: Request, max_image_bytes: int
-) -> tuple[ImageEditRequest, list[ImageSource], ImageSource | None]:
-    """The OpenAI SDK's multipart edit: files `image`, `image[]` (or `image[i]`), `mask`."""
+async def read_form(
+    request: Request,
+    split: Callable[[FormData], Awaitable[SplitT]],
+    *,
+    max_files: int,
+    max_fields: int,
+) -> SplitT:
+    """A form split into what a route takes, within Starlette's part limits."""
     try:
         # The context closes spooled upload files, also when a field is refused.
-        async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
-            fields, uploads, mask = await split_form(form, max_image_bytes)
+        async with request.form(max_files=max_files, max_fields=max_fields) as form:
+            return await split(form)
     except HTTPException as error:  # Starlette's parser: malformed, too many parts
         raise InvalidRequestError(
             f"the form could not be read: {error.detail}", code=ErrorCode.INVALID_FORM
         ) from None
+
+
+async def read_edit_form(
+    request: Request, max_image_bytes: int
+) -> tuple[ImageEditRequest, list[ImageSource], ImageSource | None]:
+    """The OpenAI SDK's multipart edit: files `image`, `image[]` (or `image[i]`), `mask`."""
+    fields, uploads, mask = await read_form(
+        request,
+        lambda form: split_form(form, max_image_bytes),
+        max_files=MAX_FORM_FILES,
+        max_fields=MAX_FORM_FIELDS,
+    )
     return parse_body(ImageEditRequest, fields), uploads, mask
 
 
