@@ -35,6 +35,13 @@ def _json_number(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _json_bool(value: Any, info: ValidationInfo) -> Any:
+    """A boolean in JSON is `true` or `false`, not 0 or "yes"; a form's text converts."""
+    if value is not None and not isinstance(value, bool) and not (info.context or {}).get("form"):
+        raise ValueError("must be true or false")
+    return value
+
+
 # Input images one edit may carry in any form (a model takes at most its max_input_images).
 MAX_IMAGES = 16
 # Checked by the service with their own error codes (invalid_size, empty_prompt); here they
@@ -363,6 +370,8 @@ class JsonSchemaFormat(APIModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    _bools = field_validator("strict", mode="before")(_json_bool)
+
 
 class TextFormat(APIModel):
     type: Literal["text"]
@@ -385,11 +394,18 @@ ResponseFormat = Annotated[
 class StreamOptions(APIModel):
     include_usage: bool = False
 
+    _bools = field_validator("include_usage", mode="before")(_json_bool)
+
 
 class ChatTemplateOptions(APIModel):
     """vLLM's `chat_template_kwargs`, as far as this service honours it."""
 
     enable_thinking: bool | None = None
+
+    _bools = field_validator("enable_thinking", mode="before")(_json_bool)
+
+
+StopString = Annotated[str, Field(max_length=64)]
 
 
 class ChatCompletionRequest(APIModel):
@@ -402,7 +418,9 @@ class ChatCompletionRequest(APIModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    stop: str | list[str] | None = Field(None, description="Up to the model's limit of strings.")
+    stop: StopString | list[StopString] | None = Field(
+        None, description="Up to the model's limit of strings."
+    )
     n: int = Field(1, ge=1, le=16, description="Answers to sample (at most the model's max_n).")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -417,8 +435,17 @@ class ChatCompletionRequest(APIModel):
     chat_template_kwargs: ChatTemplateOptions | None = None
 
     _numbers_are_numbers = field_validator(
-        "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "n", mode="before"
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "n",
+        "frequency_penalty",
+        "presence_penalty",
+        mode="before",
     )(_json_number)
+    _bools = field_validator("stream", "logprobs", "thinking", mode="before")(_json_bool)
 
 
 class ChatUsage(APIModel):
@@ -492,6 +519,7 @@ class MultimodalCompletionRequest(APIModel):
     _numbers_are_numbers = field_validator(
         "max_tokens", "temperature", "top_p", "seed", mode="before"
     )(_json_number)
+    _bools = field_validator("thinking", mode="before")(_json_bool)
 
 
 # --- jobs and batches -------------------------------------------------------------------

@@ -44,9 +44,6 @@ from serve_app.service.image_inputs import ImageInputs, ImageSource
 from serve_app.service.images import SEED_SPACE, pick_seed
 from serve_app.service.resolve import resolve_model
 
-# Longest stop string accepted.
-MAX_STOP_CHARS = 64
-
 
 @dataclass(frozen=True)
 class ChatCall:
@@ -187,12 +184,6 @@ class ChatService:
                 ErrorCode.TOO_MANY_STOP_SEQUENCES,
                 "stop",
             )
-        if any(len(stop) > MAX_STOP_CHARS for stop in stops):
-            raise _refuse(
-                f"each stop string is at most {MAX_STOP_CHARS} characters",
-                ErrorCode.INVALID_PARAMETER,
-                "stop",
-            )
         for name in ("frequency_penalty", "presence_penalty"):
             if getattr(body, name):
                 raise _refuse(
@@ -221,17 +212,13 @@ class ChatService:
                 ErrorCode.TOO_MANY_IMAGES,
                 "messages",
             )
-        chars = sum(len(text) for _, text in _texts(body))
+        chars = sum(len(text) for text in _texts(body))
         if chars > limits.max_text_chars:
             raise _refuse(
                 f"the messages hold {chars} characters of text; model {model.name!r} "
                 f"takes at most {limits.max_text_chars}",
                 ErrorCode.PROMPT_TOO_LONG,
                 "messages",
-            )
-        if not any(text.strip() for _, text in _texts(body)) and not images:
-            raise _refuse(
-                "the messages hold no text and no image", ErrorCode.EMPTY_PROMPT, "messages"
             )
 
     @staticmethod
@@ -437,14 +424,14 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
-def _texts(body: ChatCompletionRequest) -> list[tuple[int, str]]:
+def _texts(body: ChatCompletionRequest) -> list[str]:
     texts = []
-    for number, message in enumerate(body.messages):
+    for message in body.messages:
         content = message.content
         if isinstance(content, str):
-            texts.append((number, content))
+            texts.append(content)
         elif content is not None:
-            texts.extend((number, part.text) for part in content if isinstance(part, TextPart))
+            texts.extend(part.text for part in content if isinstance(part, TextPart))
     return texts
 
 

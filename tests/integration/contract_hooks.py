@@ -24,6 +24,13 @@ SEMANTIC_CODES = frozenset(
         "unsupported_parameter",
         "model_task_mismatch",
         "too_many_images",
+        "invalid_max_tokens",
+        "too_many_stop_sequences",
+        "context_length_exceeded",
+        # A vision-chat model's tokenizer (text spelling its control tokens) and what its
+        # constrained decoding can enforce of a JSON schema.
+        "invalid_messages",
+        "unsupported_schema",
         # The catalog (/v1/templates, /v1/styles).
         "template_not_found",
         "style_not_found",

@@ -24,11 +24,13 @@ EXCLUDED_CHECKS = ("positive_data_acceptance", "use_after_free")
 
 @pytest.fixture(scope="module")
 def contract_url(serve_port, tiny_cache, tmp_path_factory):
-    """A real app whose positive cases are cheap: two tiny models at 64x64 and two steps,
-    webhooks off (so `callback_url` leaves the schema)."""
+    """A real app whose positive cases are cheap: two tiny image models at 64x64 and two
+    steps, the tiny vision-chat model answering at most 8 tokens, webhooks off (so
+    `callback_url` leaves the schema)."""
     from ray import serve
 
     args = integration_app_args(tmp_path_factory.mktemp("contract"), tiny_cache)
+    chat = next(model for model in args["models"] if model["name"] == "glm-4.6v-tiny")
     small = {"max_n": 2, "min_side": 64, "max_side": 64, "max_pixels": 4096, "max_steps": 2}
     args["models"] = [
         {**model, "defaults": {**model["defaults"], "size": "64x64", "steps": 2}, "limits": small}
@@ -37,6 +39,9 @@ def contract_url(serve_port, tiny_cache, tmp_path_factory):
     ]
     for model in args["models"]:
         model["batching"] = {"max_batch_size": 4}
+    args["models"].append(
+        {**chat, "chat": {"defaults": {"max_tokens": 8}, "limits": {"max_output_tokens": 8}}}
+    )
     args["jobs"]["webhooks"]["secrets"] = []
     yield deploy_and_wait(args, "contract", "/contract", serve_port)
     serve.delete("contract")
@@ -76,4 +81,4 @@ def test_the_openapi_document_is_the_contract(contract_url, tmp_path):
     )
     report = done.stdout[-12000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
-    assert "Selected: 14/14" in report and "Tested: 14" in report, report
+    assert "Selected: 17/17" in report and "Tested: 17" in report, report

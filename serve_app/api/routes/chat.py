@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.datastructures import FormData, UploadFile
 
 from serve_app.api.dependencies import Chat
 from serve_app.api.errors import error_responses, request_id_of
 from serve_app.api.middleware import request_notes
-from serve_app.api.routes.images import FORM_TYPES, parse_body
+from serve_app.api.routes.images import FORM_TYPES, parse_body, read_form
 from serve_app.api.tenancy import authorize_model
 from serve_app.errors import ErrorCode, InvalidRequestError, ServiceError, UnsupportedMediaTypeError
 from serve_app.models.chat_spec import ChatResult
@@ -97,7 +96,16 @@ async def _event_stream(
         200: {
             "description": "A chat completion; with `stream: true`, server-sent events of "
             "`chat.completion.chunk` objects ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # One schema per event: `data` is a chunk's JSON, an error's, or `[DONE]`.
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                    }
+                }
+            },
         },
     },
 )
@@ -169,33 +177,41 @@ async def multimodal_completion_form(request: Request, chat: Chat) -> JSONRespon
             code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         )
     max_bytes = chat.image_inputs.limits.max_bytes
-    fields: dict[str, str] = {}
-    upload: bytes | None = None
-    try:
-        async with request.form(max_files=1, max_fields=16) as form:
-            for key, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    if key != "image" or upload is not None:
-                        raise InvalidRequestError(
-                            f"unexpected file field {key[:40]!r}; send one file named `image`",
-                            code=ErrorCode.INVALID_FILE_FIELD,
-                            param=key[:40],
-                        )
-                    upload = await value.read(max_bytes + 1)
-                elif key in fields or key == "image":
-                    raise InvalidRequestError(
-                        f"field {key[:40]!r} must be given once, and the image as a file",
-                        code=ErrorCode.INVALID_FORM_FIELD,
-                        param=key[:40],
-                    )
-                else:
-                    fields[key] = value
-    except HTTPException as error:
-        raise InvalidRequestError(
-            f"the form could not be read: {error.detail}", code=ErrorCode.INVALID_FORM
-        ) from None
+    fields, upload = await read_form(
+        request,
+        lambda form: split_multimodal_form(form, max_bytes),
+        max_files=1,
+        max_fields=16,
+    )
     body = parse_body(MultimodalCompletionRequest, fields)
     return await _multimodal(request, body, upload, chat)
+
+
+async def split_multimodal_form(
+    form: FormData, max_image_bytes: int
+) -> tuple[dict[str, str], bytes | None]:
+    """(text fields, the `image` file's bytes); each field once, the image as a file."""
+    fields: dict[str, str] = {}
+    upload: bytes | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "image" or upload is not None:
+                raise InvalidRequestError(
+                    f"unexpected file field {key[:40]!r}; send one file named `image`",
+                    code=ErrorCode.INVALID_FILE_FIELD,
+                    param=key[:40],
+                )
+            # One byte over the image cap is enough for the decoder to answer 413.
+            upload = await value.read(max_image_bytes + 1)
+        elif key in fields or key == "image":
+            raise InvalidRequestError(
+                f"field {key[:40]!r} must be given once, and the image as a file",
+                code=ErrorCode.INVALID_FORM_FIELD,
+                param=key[:40],
+            )
+        else:
+            fields[key] = value
+    return fields, upload
 
 
 async def _multimodal(
