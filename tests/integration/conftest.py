@@ -258,7 +258,9 @@ def serve_port(metrics_port) -> Iterator[int]:
 
     port = free_port()
     ray.init(
-        num_cpus=16,
+        # Logical CPUs: each replica reserves one by default, and the test applications
+        # (the main one, the contract one, the S3 one) run side by side on this node.
+        num_cpus=32,
         include_dashboard=False,
         log_to_driver=False,
         _metrics_export_port=metrics_port,

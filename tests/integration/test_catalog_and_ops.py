@@ -20,8 +20,13 @@ def test_models_list_each_model_with_its_task(client):
         "qwen-edit-tiny": "image-edit",
         "qwen-edit-plus-tiny": "image-edit",
         "longcat-edit-tiny": "image-edit",
+        "glm-4.6v-tiny": "vision-chat",
+        "qwen2.5-vl-tiny": "vision-chat",
     }
     assert models["sd-tiny"]["max_n"] == 4
+    assert models["glm-4.6v-tiny"]["chat"]["max_output_tokens"] == 256
+    assert models["glm-4.6v-tiny"]["chat"]["thinks"] is True
+    assert models["sd-tiny"].get("chat") is None
     assert client.get("/v1/models/sd-tiny").json()["family"] == "stable-diffusion"
     assert client.get("/v1/models/missing").status_code == 404
 
@@ -45,7 +50,8 @@ def test_health_reports_models_and_replicas(client):
     reported = {m["model"]: m["task"] for m in health["models"]}
     assert reported["glm-image-tiny"] == "text-to-image"
     assert reported["longcat-edit-tiny"] == "image-edit"
-    assert len(reported) == 7
+    assert reported["qwen2.5-vl-tiny"] == "vision-chat"
+    assert len(reported) == 9
     assert all(m["device"] == "cpu" for m in health["models"])
     assert health["replicas"]["Gateway"]["replicas"]["RUNNING"] >= 1
 
@@ -55,3 +61,4 @@ def test_docs_and_openapi(client):
     spec = client.get("/openapi.json").json()
     assert "/v1/images/generations" in spec["paths"]
     assert "/v1/images/edits" in spec["paths"]
+    assert "/v1/chat/completions" in spec["paths"]
