@@ -41,6 +41,23 @@ def test_serve_config_is_valid(path):
     check_serve_config(yaml.safe_load(path.read_text()), path.name)
 
 
+def test_the_embedded_default_fits_a_two_core_machine():
+    """Serve schedules a replica only where its logical CPUs fit: on a 2-core laptop every
+    deployment of local.yaml, each model's included, must fit in 2 at once."""
+    raw = yaml.safe_load((CONFIGS / "local.yaml").read_text())
+    app = raw["applications"][0]
+    config = AppConfig.model_validate(app["args"])
+    deployments = {d["name"]: d for d in app["deployments"]}
+    names = RESERVED_DEPLOYMENT_NAMES | {m.name for m in config.models}
+    assert names <= set(deployments), "every deployment states its CPUs"
+    reserved = sum(
+        deployments[name]["ray_actor_options"]["num_cpus"]
+        * deployments[name].get("num_replicas", 1)
+        for name in names
+    )
+    assert reserved <= 2
+
+
 def test_production_gives_each_model_a_gpu_and_bounded_queue():
     raw = yaml.safe_load((CONFIGS / "production.yaml").read_text())
     app = raw["applications"][0]
