@@ -115,6 +115,17 @@ class WarmupConfig(StrictModel):
         return values
 
 
+class PreviewConfig(StrictModel):
+    """Partial images (`stream: true` with `partial_images`, and job events with previews)."""
+
+    # Previews are decoded at this fraction of the final width and height.
+    scale: float = Field(0.5, ge=0.125, le=1.0)
+    # A small preview decoder (a diffusers AutoencoderTiny folder or hub id, e.g. TAESD for
+    # the family's latents); unset: the model's own VAE. `tiny`: a random-weight one built
+    # offline, for tests.
+    decoder: str | None = None
+
+
 class ChatDefaults(StrictModel):
     """Sampling when a chat request does not say."""
 
@@ -190,6 +201,7 @@ class ModelConfig(StrictModel):
     limits: ModelLimits = ModelLimits()
     batching: BatchingConfig = BatchingConfig()
     warmup: WarmupConfig = WarmupConfig()
+    previews: PreviewConfig = PreviewConfig()
     custom_weights: CustomWeights | None = None
     # Vision-chat models: sampling defaults and per-request limits. A vision-chat model's
     # `batching.max_batch_size` counts conversations (rows) in one `generate` call.
@@ -521,6 +533,11 @@ class JobsConfig(StrictModel):
     idempotency_lock_s: float = Field(30.0, ge=1, le=3600)
     # How long a key remembers its job (a client may retry for this long).
     idempotency_ttl_s: float = Field(86400.0, ge=86400)
+    # GET /v1/jobs/{id}/events: how often an open stream looks for news, and how long one
+    # connection lasts before the client reconnects with Last-Event-ID (EventSource does
+    # it by itself); kept below the Gateway's request deadline.
+    events_poll_s: float = Field(0.25, gt=0, le=10)
+    event_stream_s: float = Field(300.0, ge=1, le=3600)
     webhooks: WebhookConfig = WebhookConfig()
 
 

@@ -178,6 +178,14 @@ class RateLimitError(ServiceError):
     retry_after_s = 1
 
 
+class RequestCancelledError(ServiceError):
+    """The caller went away, or its job was canceled, while its images were being made
+    (nginx's 499: nobody is left to read this answer)."""
+
+    status_code = 499
+    error_type = "request_cancelled"
+
+
 class GatewayTimeoutError(ServiceError):
     """504: the Gateway's own deadline for a request passed."""
 

@@ -63,6 +63,18 @@ class ImageRequest(APIModel):
     user: str | None = Field(None, max_length=256)
     # Accepted for SDK compatibility; the diffusion models have no such switch.
     background: Literal["auto", "opaque"] | None = None
+    stream: bool = Field(
+        False,
+        description="Answer with server-sent events: `partial_images` previews of each image "
+        "as it forms, then each final image, then `data: [DONE]`.",
+    )
+    partial_images: int = Field(
+        0,
+        ge=0,
+        le=3,
+        description="Previews per image while it forms (with `stream`, or for a job's event "
+        "stream); fewer where the model runs fewer steps than previews + 1.",
+    )
 
     # Extensions.
     negative_prompt: str | None = Field(None, max_length=8000)
@@ -73,8 +85,15 @@ class ImageRequest(APIModel):
     brand: str | None = None
 
     _numbers_are_numbers = field_validator(
-        "n", "output_compression", "seed", "steps", "guidance_scale", mode="before"
+        "n",
+        "output_compression",
+        "seed",
+        "steps",
+        "guidance_scale",
+        "partial_images",
+        mode="before",
     )(_json_number)
+    _bools_are_bools = field_validator("stream", mode="before")(_json_bool)
 
 
 def _generation_schema(schema: dict[str, Any]) -> None:
@@ -191,6 +210,56 @@ class ImagesResponse(APIModel):
     size: str
     model: str
     usage: ImageUsage
+
+
+class ImageStreamTokens(APIModel):
+    image_tokens: int
+    text_tokens: int
+
+
+class ImageStreamUsage(APIModel):
+    """OpenAI's token usage (required by the SDK's event type). Diffusion models are not
+    billed by tokens: these counts are 0, and `images`, `megapixels` and `steps` say
+    what the image cost, as in a whole answer's `usage`."""
+
+    input_tokens: int = 0
+    input_tokens_details: ImageStreamTokens = ImageStreamTokens(image_tokens=0, text_tokens=0)
+    output_tokens: int = 0
+    total_tokens: int = 0
+    images: int
+    megapixels: float
+    steps: int
+
+
+class ImageStreamEvent(APIModel):
+    """What OpenAI's image events share; `type` is `image_generation.*` or `image_edit.*`."""
+
+    type: str
+    b64_json: str
+    created_at: int
+    # The final image's size, also on a preview (whose own size is `width` x `height`).
+    size: str
+    quality: str
+    background: str
+    output_format: str
+    # Extension: which of the request's n images.
+    index: int
+
+
+class ImagePartialEvent(ImageStreamEvent):
+    """`image_generation.partial_image` / `image_edit.partial_image`: a preview."""
+
+    partial_image_index: int
+    width: int
+    height: int
+
+
+class ImageCompletedEvent(ImageStreamEvent):
+    """`image_generation.completed` / `image_edit.completed`: one final image."""
+
+    usage: ImageStreamUsage
+    seed: int
+    revised_prompt: str
 
 
 class ModelBatching(APIModel):

@@ -14,7 +14,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.errors import ErrorCode, ServiceError, ServiceUnavailableError
-from serve_app.models.chat_spec import ChatDeltas, ChatResult, ChatSpec
+from serve_app.models.chat_spec import ChatResult, ChatSpec
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
 
@@ -64,9 +64,10 @@ class HandleModelBackend:
     ) -> GenerationResult | ChatResult:
         return await _call(self.handle.run, spec)
 
-    async def stream(self, spec: ChatSpec) -> AsyncIterator[ChatDeltas | ChatResult]:
-        """A vision-chat replica's streamed answer; closing this iterator (the client went
-        away) cancels the replica's generator, which ends the request's rows."""
+    async def stream(self, spec: GenerationSpec | EditSpec | ChatSpec) -> AsyncIterator[Any]:
+        """A replica's streamed answer (chat deltas, or image previews); closing this
+        iterator (the client went away) cancels the replica's generator, which abandons
+        the request there."""
         generator = self.handle.options(stream=True).stream.remote(spec)
         try:
             with _service_errors():

@@ -99,3 +99,16 @@ class NewJob:
     request: dict[str, Any]
     client_metadata: dict[str, str] | None = None
     callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: str
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobEvent:
+        return cls(row.job_id, row.seq, row.kind, json.loads(row.data), row.created_at)

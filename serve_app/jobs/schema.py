@@ -107,3 +107,19 @@ webhook_deliveries = Table(
 )
 Index("webhooks_due", webhook_deliveries.c.status, webhook_deliveries.c.next_attempt_at)
 Index("webhooks_subject", webhook_deliveries.c.subject_id)
+
+# What happened to a job, in order: its status changes, step progress and previews, for
+# GET /v1/jobs/{id}/events. `seq` counts from 1 per job; every writer first updates the
+# job's row in the same transaction, so writers of one job take turns and `seq` has no
+# gaps or reorderings a reader could see.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("job_id", String(40), nullable=False),
+    Column("seq", Integer, nullable=False),
+    # status | progress | preview
+    Column("kind", String(16), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("job_id", "seq"),
+)

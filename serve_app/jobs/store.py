@@ -26,6 +26,7 @@ from sqlalchemy import (
     Row,
     Table,
     and_,
+    delete,
     func,
     insert,
     or_,
@@ -38,8 +39,15 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from serve_app.db import create_tables, open_engine, write_transaction
 from serve_app.errors import ConflictError, ErrorCode, NotFoundError, UnprocessableError
-from serve_app.jobs.records import BatchRecord, DeliveryRecord, JobRecord, NewJob
-from serve_app.jobs.schema import batches, idempotency_keys, jobs, metadata, webhook_deliveries
+from serve_app.jobs.records import BatchRecord, DeliveryRecord, JobEvent, JobRecord, NewJob
+from serve_app.jobs.schema import (
+    batches,
+    idempotency_keys,
+    job_events,
+    jobs,
+    metadata,
+    webhook_deliveries,
+)
 from serve_app.jobs.views import batch_object, event_payload, job_object
 from serve_app.protocol import TERMINAL_JOB_STATUSES, BatchStatus, DeliveryStatus, JobStatus
 
@@ -71,6 +79,29 @@ def _requeued(run_after: float, **more: Any) -> dict[str, Any]:
         "run_after": run_after,
         **more,
     }
+
+
+def _status_data(job: JobRecord) -> dict[str, Any]:
+    """A status event's payload: the status, the attempt, and why, if it failed or waits."""
+    data: dict[str, Any] = {"status": job.status, "attempts": job.attempts}
+    if job.error is not None and job.status != JobStatus.SUCCEEDED:
+        data["error"] = job.error
+    return data
+
+
+def _add_event(
+    connection: Connection, job_id: str, kind: str, data: dict[str, Any], now: float
+) -> None:
+    """Append an event to a job's stream. Callers have updated (so locked) the job's row
+    in this transaction first: the next `seq` cannot be taken twice."""
+    last = connection.execute(
+        select(func.coalesce(func.max(job_events.c.seq), 0)).where(job_events.c.job_id == job_id)
+    ).scalar_one()
+    connection.execute(
+        insert(job_events).values(
+            job_id=job_id, seq=last + 1, kind=kind, data=_dumps(data), created_at=now
+        )
+    )
 
 
 def _ended(status: str, now: float, **more: Any) -> dict[str, Any]:
@@ -227,6 +258,10 @@ class JobStore:
                     for index, job in enumerate(new_jobs)
                 ],
             )
+            for job in new_jobs:
+                _add_event(
+                    connection, job.id, "status", {"status": JobStatus.QUEUED, "attempts": 0}, now
+                )
             if idempotency_key is not None:
                 connection.execute(
                     update(idempotency_keys)
@@ -361,6 +396,7 @@ class JobStore:
             ).one_or_none()
             if row is not None:
                 job = JobRecord.from_row(row)
+                _add_event(connection, job.id, "status", _status_data(job), now)
                 self._after_terminal(connection, job, now)
                 return job
         job = self.get_job(job_id, tenant)
@@ -394,11 +430,23 @@ class JobStore:
                 "attempts": jobs.c.attempts + 1,
                 "started_at": func.coalesce(jobs.c.started_at, now),
             },
+            after=lambda connection, rows: self._claimed(connection, rows, now),
         )
         return sorted((JobRecord.from_row(row) for row in rows), key=lambda j: j.created_at)
 
+    @staticmethod
+    def _claimed(connection: Connection, rows: list[Row], now: float) -> None:
+        for row in rows:
+            _add_event(connection, row.id, "status", _status_data(JobRecord.from_row(row)), now)
+
     def _claim_rows(
-        self, table: Table, conditions: list, order_by: list, limit: int, values: dict[str, Any]
+        self,
+        table: Table,
+        conditions: list,
+        order_by: list,
+        limit: int,
+        values: dict[str, Any],
+        after: Callable[[Connection, list[Row]], None] | None = None,
     ) -> list[Row]:
         """Lock up to `limit` matching rows others have not locked, update them, return them.
 
@@ -414,12 +462,15 @@ class JobStore:
             .cte("chosen")
         )
         with self._write() as connection:
-            return connection.execute(
+            rows = connection.execute(
                 update(table)
                 .where(table.c.id == chosen.c.id, *conditions)
                 .values(**values)
                 .returning(*table.c)
             ).all()
+            if after is not None:
+                after(connection, rows)
+            return rows
 
     def heartbeat(self, job_id: str, lease_token: str, lease_s: float) -> bool:
         """Extend a lease; False when the job is no longer ours (canceled or swept)."""
@@ -432,14 +483,56 @@ class JobStore:
             ).rowcount
         return updated == 1
 
-    def set_progress(self, job_ids: list[str], step: int, total: int) -> None:
-        """From the model replica's step callback; only running jobs move."""
+    def set_progress(self, job_ids: list[str], step: int, total: int) -> set[str]:
+        """From the model replica's step callback; only running jobs move. Returns the
+        ids that are still running (the others were canceled or taken back)."""
+        now = self.clock()
         with self._write() as connection:
-            connection.execute(
+            moved = connection.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.RUNNING)
                 .values(progress_step=step, progress_total=total)
+                .returning(jobs.c.id)
+            ).scalars()
+            running = set(moved)
+            for job_id in sorted(running):
+                _add_event(connection, job_id, "progress", {"step": step, "total": total}, now)
+        return running
+
+    def running_jobs(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are still running."""
+        with self._read() as connection:
+            return set(
+                connection.execute(
+                    select(jobs.c.id).where(
+                        jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.RUNNING
+                    )
+                ).scalars()
             )
+
+    def add_preview(self, job_id: str, data: dict[str, Any]) -> bool:
+        """A running job's partial image, as an event; False if it is no longer running."""
+        now = self.clock()
+        with self._write() as connection:
+            held = connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING)
+                .values(heartbeat_at=jobs.c.heartbeat_at)  # takes the row's lock
+            ).rowcount
+            if held:
+                _add_event(connection, job_id, "preview", data, now)
+        return bool(held)
+
+    def job_events(
+        self, job_id: str, after: int = 0, kinds: tuple[str, ...] | None = None, limit: int = 500
+    ) -> list[JobEvent]:
+        """A job's events after `after` (a seq), oldest first."""
+        query = select(job_events).where(job_events.c.job_id == job_id, job_events.c.seq > after)
+        if kinds is not None:
+            query = query.where(job_events.c.kind.in_(kinds))
+        with self._read() as connection:
+            rows = connection.execute(query.order_by(job_events.c.seq).limit(limit)).all()
+        return [JobEvent.from_row(row) for row in rows]
 
     def finish_job(
         self,
@@ -465,6 +558,7 @@ class JobStore:
             if row is None:
                 return None
             job = JobRecord.from_row(row)
+            _add_event(connection, job.id, "status", _status_data(job), now)
             self._after_terminal(connection, job, now)
         return job
 
@@ -499,7 +593,13 @@ class JobStore:
                 )
                 .returning(*jobs.c)
             ).one_or_none()
-        return JobRecord.from_row(row) if row is not None else None
+            if row is None:
+                return None
+            job = JobRecord.from_row(row)
+            _add_event(
+                connection, job.id, "status", {**_status_data(job), "run_after": job.run_after}, now
+            )
+        return job
 
     def sweep_expired(self) -> tuple[int, int]:
         """Running jobs whose lease ran out (their worker died): re-queue them, or fail
@@ -538,12 +638,21 @@ class JobStore:
                         .returning(*jobs.c)
                     ).one_or_none()
                     if row is not None:
-                        self._after_terminal(connection, JobRecord.from_row(row), now)
+                        job = JobRecord.from_row(row)
+                        _add_event(connection, job.id, "status", _status_data(job), now)
+                        self._after_terminal(connection, job, now)
                         failed += 1
                 else:
-                    requeued += connection.execute(
-                        update(jobs).where(still_expired).values(**_requeued(now))
-                    ).rowcount
+                    row = connection.execute(
+                        update(jobs)
+                        .where(still_expired)
+                        .values(**_requeued(now))
+                        .returning(*jobs.c)
+                    ).one_or_none()
+                    if row is not None:
+                        job = JobRecord.from_row(row)
+                        _add_event(connection, job.id, "status", _status_data(job), now)
+                        requeued += 1
         if requeued or failed:
             logger.warning(
                 "sweeper: %d job(s) re-queued, %d failed after lost workers", requeued, failed
@@ -554,14 +663,23 @@ class JobStore:
         """A worker stopping on purpose hands its running jobs back, attempt not counted."""
         now = self.clock()
         with self._write() as connection:
-            return connection.execute(
+            rows = connection.execute(
                 update(jobs)
                 .where(jobs.c.worker_id == worker_id, jobs.c.status == JobStatus.RUNNING)
                 .values(**_requeued(now, attempts=jobs.c.attempts - 1))
-            ).rowcount
+                .returning(*jobs.c)
+            ).all()
+            for row in rows:
+                job = JobRecord.from_row(row)
+                _add_event(connection, job.id, "status", _status_data(job), now)
+        return len(rows)
 
     def _after_terminal(self, connection: Connection, job: JobRecord, now: float) -> None:
-        """In the transaction that ended a job: its webhook, and its batch if it was the last."""
+        """In the transaction that ended a job: its webhook, and its batch if it was the last.
+        Its previews go: the final images (or the reason there are none) replace them."""
+        connection.execute(
+            delete(job_events).where(job_events.c.job_id == job.id, job_events.c.kind == "preview")
+        )
         if job.callback_url:
             self._enqueue(
                 connection,

@@ -12,6 +12,9 @@ import torch
 from serve_app.families import FAMILIES, FamilyTraits
 from serve_app.models.spec import GenerationSpec
 
+# Told (step, latents) after each denoising step; may raise to stop the call.
+StepHook = Callable[[int, torch.Tensor | None], None]
+
 
 class PipelineFamily:
     """One diffusers pipeline family: how to build it tiny, load it, and call it for a batch.
@@ -38,25 +41,48 @@ class PipelineFamily:
     def load(self, path: str | Path, torch_dtype: torch.dtype) -> Any:
         return self.pipeline_class().from_pretrained(str(path), dtype=torch_dtype)
 
-    def run(
-        self, pipeline: Any, specs: list, on_step: Callable[[int], None] | None = None
-    ) -> list[np.ndarray]:
+    def run(self, pipeline: Any, specs: list, on_step: StepHook | None = None) -> list[np.ndarray]:
         """One pipeline call for specs that share a batch key; HxWx3 uint8 per image.
 
-        `on_step(k)` is told when denoising step k (1-based) has finished.
+        `on_step(k, latents)` is told when denoising step k (1-based) has finished, with
+        that step's latents (one row per image, in request order); it may raise to stop
+        the call there.
         """
         raise NotImplementedError
 
-    def step_arguments(self, on_step: Callable[[int], None] | None) -> dict[str, Any]:
+    def step_arguments(self, on_step: StepHook | None) -> dict[str, Any]:
         """The pipeline keyword that reports steps, where the family has one."""
         if on_step is None or not self.traits.reports_steps:
             return {}
 
         def callback(_pipeline, step_index, _timestep, callback_kwargs):
-            on_step(step_index + 1)
+            on_step(step_index + 1, callback_kwargs.get("latents"))
             return callback_kwargs
 
         return {"callback_on_step_end": callback}
+
+    # Previews: from a step's latents to what the VAE decodes.
+    def unpack_latents(
+        self, pipeline: Any, latents: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        """The step callback's latents as an image-shaped (B, C, h, w) tensor."""
+        return latents
+
+    def vae_input(self, pipeline: Any, latents: torch.Tensor, vae: Any) -> torch.Tensor:
+        """Unpacked latents as `vae.decode` takes them: the pipeline's own un-scaling,
+        by `vae`'s config (an AutoencoderTiny's is 1 and 0: it reads raw latents)."""
+        config = vae.config
+        scaling = getattr(config, "scaling_factor", None) or 1.0
+        mean = getattr(config, "latents_mean", None)
+        std = getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            return latents * _per_channel(std, latents) / scaling + _per_channel(mean, latents)
+        return latents / scaling + (getattr(config, "shift_factor", None) or 0.0)
+
+
+def _per_channel(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (like.ndim - 2)
+    return torch.tensor(values, device=like.device, dtype=like.dtype).view(shape)
 
 
 def check_one_batch_key(specs: list) -> None:
@@ -91,10 +117,7 @@ class TextToImageFamily(PipelineFamily):
         }
 
     def run(
-        self,
-        pipeline: Any,
-        specs: list[GenerationSpec],
-        on_step: Callable[[int], None] | None = None,
+        self, pipeline: Any, specs: list[GenerationSpec], on_step: StepHook | None = None
     ) -> list[np.ndarray]:
         """Run one pipeline call for specs that share a batch key.
 

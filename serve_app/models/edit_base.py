@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -13,6 +13,7 @@ from PIL import Image
 from serve_app.families import Batching
 from serve_app.models.base import (
     PipelineFamily,
+    StepHook,
     check_one_batch_key,
     seeded_generators,
     to_uint8,
@@ -37,7 +38,7 @@ class ImageEditFamily(PipelineFamily):
         return pipeline(**arguments)
 
     def run(
-        self, pipeline: Any, specs: list[EditSpec], on_step: Callable[[int], None] | None = None
+        self, pipeline: Any, specs: list[EditSpec], on_step: StepHook | None = None
     ) -> list[np.ndarray]:
         """One pipeline call for specs that share a batch key; HxWx3 uint8 per image.
 

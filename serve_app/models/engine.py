@@ -8,20 +8,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from serve_app.config import ModelConfig, parse_size
-from serve_app.errors import ErrorCode, ServiceUnavailableError
+from serve_app.errors import ErrorCode, RequestCancelledError, ServiceUnavailableError
 from serve_app.families import Batching, Task
 from serve_app.images import encode_image
+from serve_app.models.base import StepHook
 from serve_app.models.batch_queue import BatchBudget, BatchCost
 from serve_app.models.loading import load_model
-from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec
+from serve_app.models.previews import PreviewDecoder, PreviewWorker, preview_steps
+from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec, PartialImage
 from serve_app.observability.gpu import gpu_report
 from serve_app.observability.metrics import ServiceMetrics
 
@@ -38,8 +40,37 @@ class BatchResult:
 
 
 ModelSpec = GenerationSpec | EditSpec
-# Told (job ids, step, total) as a pipeline call that holds durable jobs advances.
-ProgressSink = Callable[[list[str], int, int], None]
+# Told (job ids, step, total) as a pipeline call that holds durable jobs advances;
+# answers the ids among them that are no longer running (canceled), or None if it did
+# not look this time.
+ProgressSink = Callable[[list[str], int, int], Collection[str] | None]
+
+
+@dataclass(eq=False)
+class ImageTask:
+    """A request as the replica holds it: the spec, where its previews go, and whether
+    anyone still waits for it."""
+
+    spec: ModelSpec
+    # Told each preview (streaming callers and jobs that asked for them).
+    on_partial: Callable[[PartialImage], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Its pipeline call has begun (set on the call's thread).
+    started: bool = False
+
+
+class CallStopped(Exception):
+    """Raised in a step callback: every request of the call has gone."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped after step {step}")
+        self.step = step
+
+
+def cancelled_error() -> RequestCancelledError:
+    return RequestCancelledError(
+        "the request was cancelled before its images were made", code=ErrorCode.CANCELED
+    )
 
 
 def out_of_memory(model_name: str) -> ServiceUnavailableError:
@@ -76,48 +107,108 @@ class ModelEngine:
         self.load_seconds = time.perf_counter() - started
         # One pipeline call at a time: diffusers pipelines are not re-entrant.
         self._lock = threading.Lock()
+        # The requests of the call under way (read by abandon() from the event loop).
+        self._running: list[ImageTask] = []
+        self.previews: PreviewWorker | None = None
+        if self.model.family.traits.reports_steps:
+            decoder = PreviewDecoder(
+                self.model.family,
+                self.model.pipeline,
+                config.previews,
+                self.model.device,
+                tiny_cache,
+            )
+            self.previews = PreviewWorker(
+                decoder, self._record_previews, inline=config.offload != "none"
+            )
         logger.info("%s loaded on %s in %.2fs", config.name, self.model.device, self.load_seconds)
 
     def run_batch(
-        self, specs: list[ModelSpec], *, record: bool = True
+        self, items: Sequence[ModelSpec | ImageTask], *, record: bool = True
     ) -> list[BatchResult | Exception]:
-        """Group specs by batch key, run one pipeline call per group, keep request order.
+        """Group requests by batch key, run one pipeline call per group, keep their order.
 
         A group that fails gives its requests the exception; other groups still run.
-        `record=False` keeps a call (the warm-up) out of the metrics.
+        Requests already cancelled are not run; a call whose requests all go away stops
+        at its next step. `record=False` keeps a call (the warm-up) out of the metrics.
         """
+        tasks = [item if isinstance(item, ImageTask) else ImageTask(item) for item in items]
         family = self.model.family
         shares_calls = family.traits.batching is Batching.SHARED
         groups: dict[tuple, list[int]] = {}
-        for index, spec in enumerate(specs):
-            key = spec.batch_key() if shares_calls else (index,)
+        for index, task in enumerate(tasks):
+            key = task.spec.batch_key() if shares_calls else (index,)
             groups.setdefault(key, []).append(index)
-        results: list[BatchResult | Exception | None] = [None] * len(specs)
+        results: list[BatchResult | Exception | None] = [None] * len(tasks)
         for indices in groups.values():
-            group = [specs[i] for i in indices]
-            try:
-                with self._lock:
-                    started = time.perf_counter()
-                    images = family.run(self.model.pipeline, group, self._on_step(group))
-                    seconds = time.perf_counter() - started
-            except torch.cuda.OutOfMemoryError:
-                error = out_of_memory(self.config.name)
-                for index in indices:
-                    results[index] = error
-                continue
-            except Exception as error:
-                logger.exception("%s: pipeline call failed", self.config.name)
-                for index in indices:
-                    results[index] = error
-                continue
+            for index in indices:
+                if tasks[index].cancelled.is_set():
+                    results[index] = cancelled_error()
+            live = [i for i in indices if results[i] is None]
+            if live:
+                self._run_group([tasks[i] for i in live], live, results, record)
+        return results  # type: ignore[return-value]
+
+    def _run_group(
+        self,
+        group: list[ImageTask],
+        indices: list[int],
+        results: list[BatchResult | Exception | None],
+        record: bool,
+    ) -> None:
+        specs = [task.spec for task in group]
+        try:
+            with self._lock:
+                for task in group:
+                    task.started = True
+                self._running = group
+                started = time.perf_counter()
+                try:
+                    images = self.model.family.run(
+                        self.model.pipeline, specs, self._step_hook(group)
+                    )
+                finally:
+                    self._running = []
+                    self.model.pipeline._interrupt = False
+                    if self.previews is not None:
+                        self.previews.settle(drop=all(t.cancelled.is_set() for t in group))
+                seconds = time.perf_counter() - started
+        except CallStopped as stop:
+            self.metrics.steps_saved(self.config.name, specs[0].steps - stop.step)
+            error: Exception = cancelled_error()
+        except torch.cuda.OutOfMemoryError:
+            error = out_of_memory(self.config.name)
+        except Exception as failure:
+            logger.exception("%s: pipeline call failed", self.config.name)
+            error = failure
+        else:
             total = len(images)
             if record:
                 self._record_call(total, seconds)
             offset = 0
-            for index, spec in zip(indices, group, strict=True):
+            for index, spec in zip(indices, specs, strict=True):
                 results[index] = BatchResult(images[offset : offset + spec.n], total)
                 offset += spec.n
-        return results  # type: ignore[return-value]
+            return
+        for index in indices:
+            results[index] = error
+
+    def abandon(self, task: ImageTask) -> None:
+        """Its caller went away. A call whose requests have all gone stops at its next
+        step: the step callback sees it, or, for families without one, the pipeline's
+        own interrupt flag (checked each step, but cleared by the pipeline as a call
+        starts, so a cancel in that instant waits for the call's end)."""
+        task.cancelled.set()
+        self.metrics.image_request_cancelled(
+            self.config.name, "running" if task.started else "queued"
+        )
+        running = self._running
+        if (
+            running
+            and not self.model.family.traits.reports_steps
+            and all(t.cancelled.is_set() for t in running)
+        ):
+            self.model.pipeline._interrupt = True
 
     def batch_budget(self) -> BatchBudget:
         batching = self.config.batching
@@ -130,12 +221,69 @@ class ModelEngine:
         shares_calls = self.model.family.traits.batching is Batching.SHARED
         return BatchCost(spec.n, work, spec.batch_key() if shares_calls else None)
 
-    def _on_step(self, group: list[ModelSpec]) -> Callable[[int], None] | None:
-        job_ids = [spec.job_id for spec in group if spec.job_id]
-        if not job_ids or self.progress is None:
-            return None
-        progress, total = self.progress, group[0].steps
-        return lambda step: progress(job_ids, step, total)
+    def _step_hook(self, group: list[ImageTask]) -> StepHook:
+        """After each step: stop if everyone left, report jobs' progress (and learn which
+        were canceled), and hand the latents of previews due at this step to the worker."""
+        total = group[0].spec.steps
+        jobs = {task.spec.job_id: task for task in group if task.spec.job_id}
+        plans = self._preview_plans(group)
+
+        def on_step(step: int, latents: torch.Tensor | None) -> None:
+            if jobs and self.progress is not None:
+                gone = self.progress(list(jobs), step, total) or ()
+                for job_id in gone:
+                    jobs[job_id].cancelled.set()
+            if all(task.cancelled.is_set() for task in group):
+                raise CallStopped(step)
+            if plans and latents is not None:
+                self._previews_at(step, latents, group, plans)
+
+        return on_step
+
+    def _preview_plans(self, group: list[ImageTask]) -> dict[int, tuple[int, ...]]:
+        """Per task (by position), the steps after which its previews are made."""
+        if self.previews is None:
+            return {}
+        plans = {}
+        for position, task in enumerate(group):
+            if task.on_partial is not None:
+                steps = preview_steps(task.spec.steps, task.spec.partial_images)
+                if steps:
+                    plans[position] = steps
+        return plans
+
+    def _previews_at(
+        self,
+        step: int,
+        latents: torch.Tensor,
+        group: list[ImageTask],
+        plans: dict[int, tuple[int, ...]],
+    ) -> None:
+        rows: list[int] = []
+        previews: list[tuple[Callable[[PartialImage], None], PartialImage]] = []
+        formats: list[tuple[str, int | None]] = []
+        offset = 0
+        for position, task in enumerate(group):
+            spec = task.spec
+            plan = plans.get(position, ())
+            if step in plan and not task.cancelled.is_set() and task.on_partial is not None:
+                for image in range(spec.n):
+                    rows.append(offset + image)
+                    previews.append(
+                        (
+                            task.on_partial,
+                            PartialImage(image, plan.index(step), b"", 0, 0, step, spec.steps),
+                        )
+                    )
+                    formats.append((spec.output_format, spec.output_compression))
+            offset += spec.n
+        if not rows:
+            return
+        assert self.previews is not None
+        # A copy: the pipeline goes on changing its latents in place.
+        chosen = latents[rows].detach().clone()
+        first = group[0].spec
+        self.previews.submit(chosen, first.height, first.width, previews, formats)
 
     def warmup(self) -> list[tuple[int, int, int]]:
         """The configured warm-up calls (default: one image at the default size), so no
@@ -182,6 +330,9 @@ class ModelEngine:
             )
             done.append((width, height, images))
         return done
+
+    def _record_previews(self, seconds: float, count: int) -> None:
+        self.metrics.previews_made(self.config.name, count, seconds)
 
     def _record_call(self, images: int, seconds: float) -> None:
         name = self.config.name

@@ -94,6 +94,16 @@ class GlmImageFamily(TextToImageFamily):
             "guidance_scale": first.guidance_scale,
         }
 
+    def vae_input(self, pipeline: Any, latents: torch.Tensor, vae: Any) -> torch.Tensor:
+        if vae is not pipeline.vae:  # a preview decoder reads raw latents
+            return super().vae_input(pipeline, latents, vae)
+        # The pipeline un-normalises by mean and std only, without the scaling factor.
+        config = vae.config
+        shape = (1, config.latent_channels, 1, 1)
+        mean = torch.tensor(config.latents_mean, dtype=latents.dtype).view(shape)
+        std = torch.tensor(config.latents_std, dtype=latents.dtype).view(shape)
+        return latents * std.to(latents.device) + mean.to(latents.device)
+
     def build_tiny(self, folder: Path) -> None:
         torch.manual_seed(0)
         # Glyph encoder: ByT5 needs no vocabulary file, its ids are bytes.

@@ -62,6 +62,12 @@ class QwenImageEditFamily(ImageEditFamily):
             )
         return arguments
 
+    def unpack_latents(
+        self, pipeline: Any, latents: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        # 2x2-patch sequences back to (B, C, 1, h, w), as the pipeline does before decoding.
+        return pipeline._unpack_latents(latents, height, width, pipeline.vae_scale_factor)
+
     def call_pipeline(self, pipeline: Any, arguments: dict[str, Any]) -> Any:
         # The pipeline rescales the image it conditions on to ~1 MP; keep the working size.
         size = (arguments["width"], arguments["height"], None)

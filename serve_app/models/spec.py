@@ -22,6 +22,8 @@ class GenerationSpec:
     output_compression: int | None = None
     # Set for a durable job: the replica reports its steps to the job store.
     job_id: str | None = None
+    # Previews of each image to send while it forms (0-3); not part of the batch key.
+    partial_images: int = 0
 
     @property
     def n(self) -> int:
@@ -38,6 +40,28 @@ class GeneratedImage:
     seed: int
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class StreamAccepted:
+    """A stream's first item: the replica has queued the request."""
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A preview of one image of a request while it forms, encoded like the final one."""
+
+    # Which of the request's images (0 .. n-1), and which of its previews (0-based).
+    index: int
+    partial_image_index: int
+    data: bytes
+    # The preview's own size: smaller than the final image where previews are scaled.
+    width: int
+    height: int
+    # The denoising step it shows, of `steps`.
+    step: int
+    steps: int
+    output_format: str = "png"
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,7 @@ class EditSpec:
     output_format: str = "png"
     output_compression: int | None = None
     job_id: str | None = None
+    partial_images: int = 0
 
     @property
     def n(self) -> int:

@@ -113,6 +113,32 @@ CANCELLED_ROWS = MetricSpec(
     "Vision-chat requests whose caller went away while their generate call ran.",
     ("model",),
 )
+IMAGE_REQUESTS_CANCELLED = MetricSpec(
+    "image_serving_image_requests_cancelled",
+    "counter",
+    "Image requests whose caller went away (or whose job was canceled) before they were "
+    "answered: stage=queued (never ran) or running (their pipeline call had begun).",
+    ("model", "stage"),
+)
+STEPS_SAVED = MetricSpec(
+    "image_serving_denoising_steps_saved",
+    "counter",
+    "Denoising steps not run because every request of a pipeline call had gone.",
+    ("model",),
+)
+PREVIEWS = MetricSpec(
+    "image_serving_previews",
+    "counter",
+    "Partial images (previews) decoded and delivered.",
+    ("model",),
+)
+PREVIEW_SECONDS = MetricSpec(
+    "image_serving_preview_seconds",
+    "histogram",
+    "Time to decode and encode the previews of one step (all the images that wanted one).",
+    ("model",),
+    SECONDS_BUCKETS,
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     IMAGES_GENERATED,
@@ -126,6 +152,10 @@ METRICS: tuple[MetricSpec, ...] = (
     FIRST_TOKEN_SECONDS,
     DECODE_RATE,
     CANCELLED_ROWS,
+    IMAGE_REQUESTS_CANCELLED,
+    STEPS_SAVED,
+    PREVIEWS,
+    PREVIEW_SECONDS,
 )
 
 Stage = Literal["template", "inputs", "model", "encode", "store"]
@@ -198,6 +228,17 @@ class ServiceMetrics:
 
     def chat_cancelled(self, model: str) -> None:
         self.sink.record(CANCELLED_ROWS, 1, {"model": model})
+
+    def image_request_cancelled(self, model: str, stage: Literal["queued", "running"]) -> None:
+        self.sink.record(IMAGE_REQUESTS_CANCELLED, 1, {"model": model, "stage": stage})
+
+    def steps_saved(self, model: str, steps: int) -> None:
+        if steps > 0:
+            self.sink.record(STEPS_SAVED, steps, {"model": model})
+
+    def previews_made(self, model: str, count: int, seconds: float) -> None:
+        self.sink.record(PREVIEWS, count, {"model": model})
+        self.sink.record(PREVIEW_SECONDS, seconds, {"model": model})
 
     def request_error(self, route: str, status: int, code: str | None) -> None:
         tags = {"route": route, "status": str(status), "code": code or "none"}

@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from serve_app.models.chat_spec import ChatDeltas, ChatResult, ChatSpec
-from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.models.spec import (
+    EditSpec,
+    GenerationResult,
+    GenerationSpec,
+    PartialImage,
+    StreamAccepted,
+)
 from serve_app.prompts import PromptCatalog, PromptRequest, RenderedPrompt, catalog_listing
 
 
@@ -21,7 +27,14 @@ class PromptBackend(Protocol):
 
 
 class ModelBackend(Protocol):
+    """A text-to-image or edit model: whole answers, or streamed ones (accepted, previews,
+    then the result). Closing a stream abandons its request."""
+
     async def run(self, spec: GenerationSpec | EditSpec) -> GenerationResult: ...
+
+    def stream(
+        self, spec: GenerationSpec | EditSpec
+    ) -> AsyncIterator[StreamAccepted | PartialImage | GenerationResult]: ...
 
     async def health(self) -> dict[str, Any]: ...
 

@@ -7,20 +7,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from serve_app.config import AppConfig, ModelConfig, parse_size
 from serve_app.errors import ErrorCode, InvalidRequestError, ServiceUnavailableError
 from serve_app.families import Task
-from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.models.spec import (
+    EditSpec,
+    GenerationResult,
+    GenerationSpec,
+    PartialImage,
+    StreamAccepted,
+)
 from serve_app.observability.metrics import ServiceMetrics
 from serve_app.prompts import PromptCatalog, PromptRequest, RenderedPrompt, check_prompt_request
 from serve_app.protocol import (
+    ImageCompletedEvent,
     ImageData,
     ImageEditRequest,
     ImageGenerationRequest,
+    ImagePartialEvent,
     ImageRequest,
     ImagesResponse,
+    ImageStreamEvent,
+    ImageStreamUsage,
     ImageUsage,
 )
 from serve_app.service.backends import ModelBackend, PromptBackend
@@ -89,6 +101,37 @@ class ImageService:
         result = await self.call_model(call.model, call.spec)
         return await self._response(call, result, body, base_url), result
 
+    # --- streamed answers ---------------------------------------------------------------
+
+    async def stream_generation(self, body: ImageGenerationRequest) -> ImageStream:
+        call = await self.plan_generation(body)
+        return await self.open_stream(call, body, "image_generation")
+
+    async def stream_edit(
+        self,
+        body: ImageEditRequest,
+        uploads: list[ImageSource],
+        mask_upload: ImageSource | None,
+    ) -> ImageStream:
+        call = await self.plan_edit(body, uploads, mask_upload)
+        return await self.open_stream(call, body, "image_edit")
+
+    async def open_stream(self, call: ModelCall, body: ImageRequest, kind: str) -> ImageStream:
+        """Start a planned request as a stream; returns once its model replica has taken it
+        (a refusal, such as a full queue, raises here, before any event is sent)."""
+        stream = self.models[call.model.name].stream(call.spec)
+        try:
+            first = await anext(stream)
+        except BaseException:
+            await stream.aclose()
+            raise
+        if not isinstance(first, StreamAccepted):
+            await stream.aclose()
+            raise ServiceUnavailableError(
+                "the model's stream did not start; retry", code=ErrorCode.REPLICA_UNAVAILABLE
+            )
+        return ImageStream(ImageEventWriter(call, body, kind), stream)
+
     # --- planning: everything before the model call, shared with the JobRunner ------------
 
     async def plan_generation(self, body: ImageGenerationRequest) -> ModelCall:
@@ -115,6 +158,7 @@ class ImageService:
             seeds=self._seeds(body.seed, body.n),
             output_format=body.output_format,
             output_compression=body.output_compression,
+            partial_images=self._partial_images(body),
         )
         return ModelCall(model, spec, rendered.prompt, f"{width}x{height}", steps)
 
@@ -149,6 +193,7 @@ class ImageService:
             seeds=self._seeds(body.seed, body.n),
             output_format=body.output_format,
             output_compression=body.output_compression,
+            partial_images=self._partial_images(body),
         )
         return ModelCall(model, spec, rendered.prompt, prepared.size, steps)
 
@@ -281,6 +326,20 @@ class ImageService:
             )
 
     @staticmethod
+    def _partial_images(body: ImageRequest) -> int:
+        """Previews are made only for someone to see: a stream (a job sets its own)."""
+        if not body.stream:
+            return 0
+        if body.response_format != "b64_json":
+            raise InvalidRequestError(
+                "a streamed answer carries its images as b64_json; leave response_format "
+                "unset or use b64_json",
+                code=ErrorCode.UNSUPPORTED_PARAMETER,
+                param="response_format",
+            )
+        return body.partial_images
+
+    @staticmethod
     def _seeds(seed: int | None, n: int) -> tuple[int, ...]:
         first_seed = pick_seed(seed)
         # Image i of a request seeded s uses s+i: asking for n=1 with seed s+i redoes it.
@@ -343,6 +402,82 @@ class ImageService:
     def resolve_model(self, name: str | None, task: Task | None = None) -> ModelConfig:
         """The named model (404 if unknown), or the first one for `task` if unnamed."""
         return resolve_model(self.config, name, task)
+
+
+class ImageEventWriter:
+    """OpenAI's image stream events for one request: `<kind>.partial_image` per preview,
+    `<kind>.completed` per final image (kind: image_generation or image_edit)."""
+
+    def __init__(self, call: ModelCall, body: ImageRequest, kind: str):
+        self.call = call
+        self.kind = kind
+        self.created_at = int(time.time())
+        self.common = {
+            "size": call.size,
+            "quality": getattr(body, "quality", None) or "auto",
+            # The diffusion models make opaque pictures, whatever was asked.
+            "background": "opaque",
+            "output_format": call.spec.output_format,
+        }
+
+    def partial(self, partial: PartialImage) -> ImagePartialEvent:
+        return ImagePartialEvent(
+            type=f"{self.kind}.partial_image",
+            b64_json=base64.b64encode(partial.data).decode("ascii"),
+            created_at=int(time.time()),
+            index=partial.index,
+            partial_image_index=partial.partial_image_index,
+            width=partial.width,
+            height=partial.height,
+            **self.common,
+        )
+
+    def completed(self, result: GenerationResult) -> list[ImageCompletedEvent]:
+        return [
+            ImageCompletedEvent(
+                type=f"{self.kind}.completed",
+                b64_json=base64.b64encode(image.data).decode("ascii"),
+                created_at=int(time.time()),
+                index=index,
+                seed=image.seed,
+                revised_prompt=self.call.revised_prompt,
+                usage=ImageStreamUsage(
+                    images=1,
+                    megapixels=round(image.width * image.height / 1e6, 4),
+                    steps=self.call.steps,
+                ),
+                **self.common,
+            )
+            for index, image in enumerate(result.images)
+        ]
+
+
+class ImageStream:
+    """A started stream: its events in order, and the whole result once they are sent."""
+
+    def __init__(self, writer: ImageEventWriter, items: AsyncIterator):
+        self.writer = writer
+        self.model = writer.call.model.name
+        self._items = items
+        self.result: GenerationResult | None = None
+
+    async def events(self) -> AsyncIterator[ImageStreamEvent]:
+        async for item in self._items:
+            if isinstance(item, PartialImage):
+                yield self.writer.partial(item)
+            elif isinstance(item, GenerationResult):
+                self.result = item
+                for event in self.writer.completed(item):
+                    yield event
+                return
+        raise ServiceUnavailableError(
+            "the model's stream ended without its images; retry",
+            code=ErrorCode.REPLICA_UNAVAILABLE,
+        )
+
+    async def aclose(self) -> None:
+        """Closing the model's stream (the client left) abandons the request there."""
+        await self._items.aclose()  # type: ignore[attr-defined]
 
 
 def open_image_service(

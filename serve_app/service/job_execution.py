@@ -40,7 +40,8 @@ class JobExecutor:
             call = await self.service.plan_edit(item.request, [], None)
         else:
             call = await self.service.plan_generation(item.request)
-        spec = replace(call.spec, job_id=job.id)
+        # Previews, if asked for, go to the job's event stream.
+        spec = replace(call.spec, job_id=job.id, partial_images=item.request.partial_images)
         result = await self.service.call_model(call.model, spec)
         images = await asyncio.to_thread(self._store, job.id, spec.output_format, result)
         return {

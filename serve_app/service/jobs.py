@@ -11,19 +11,42 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, ServiceError
-from serve_app.jobs.records import NewJob
+from serve_app.jobs.records import JobRecord, NewJob
 from serve_app.jobs.store import JobStore, new_id
 from serve_app.jobs.views import batch_object, job_object
 from serve_app.jobs.webhooks import callback_policy
-from serve_app.protocol import BatchCreateRequest, ChatJob, JobCreateRequest, JobItem
+from serve_app.protocol import (
+    TERMINAL_JOB_STATUSES,
+    BatchCreateRequest,
+    ChatJob,
+    JobCreateRequest,
+    JobItem,
+    JobStatus,
+)
 from serve_app.service.chat import ChatService
 from serve_app.service.images import ImageService, pick_seed
+
+# An open event stream with nothing to say sends a comment this often, so proxies and
+# load balancers do not close it as idle.
+KEEPALIVE_S = 15.0
+
+
+@dataclass(frozen=True)
+class JobStreamEvent:
+    """One event of GET /v1/jobs/{id}/events. `id` is the event's seq (what Last-Event-ID
+    names); a queue-position update has none, as it is not replayed."""
+
+    id: int | None
+    kind: str
+    data: dict[str, Any]
 
 
 def request_hash(route: str, body: BaseModel) -> str:
@@ -123,12 +146,14 @@ class JobService:
                 update={"model": model.name, "seed": pick_seed(item.request.seed), "stream": False}
             )
         else:
-            # Results are stored, never inlined: the job object carries their links.
+            # Results are stored, never inlined: the job object carries their links. Its
+            # previews (partial_images) go to GET /v1/jobs/{id}/events, never a stream.
             fixed = item.request.model_copy(
                 update={
                     "model": model.name,
                     "seed": pick_seed(item.request.seed),
                     "response_format": "url",
+                    "stream": False,
                 }
             )
         return NewJob(
@@ -237,6 +262,60 @@ class JobService:
             "last_id": data[-1]["id"] if data else None,
             "has_more": has_more,
         }
+
+    async def find_job(self, tenant: str, job_id: str) -> JobRecord:
+        job = await asyncio.to_thread(self.store.get_job, job_id, tenant)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}", code=ErrorCode.JOB_NOT_FOUND, param="job_id")
+        return job
+
+    async def job_events(
+        self,
+        job: JobRecord,
+        *,
+        after: int,
+        previews: bool,
+        base_url: str,
+        stream_s: float,
+    ) -> AsyncIterator[JobStreamEvent | None]:
+        """A job's events after seq `after`, as they happen, until it ends or `stream_s`
+        passes; None now and then when there was nothing to say (a keep-alive). The event
+        that ends the job carries the job object, with fresh links to its images."""
+        jobs = self.config.jobs
+        kinds = None if previews else ("status", "progress")
+        last_seq, last_position = after, None
+        started = quiet_since = time.monotonic()
+        while True:
+            # The job before its events: an end seen here has its event written already.
+            current = await asyncio.to_thread(self.store.get_job, job.id)
+            if current is None:
+                return
+            events = await asyncio.to_thread(self.store.job_events, job.id, last_seq, kinds)
+            for event in events:
+                data = {"job_id": job.id, "seq": event.seq, "created_at": event.created_at}
+                data.update(event.data)
+                if event.kind == "status" and event.data["status"] in TERMINAL_JOB_STATUSES:
+                    data["job"] = job_object(current, image_url=self._image_url(base_url))
+                yield JobStreamEvent(event.seq, event.kind, data)
+                last_seq, quiet_since = event.seq, time.monotonic()
+            if events:
+                continue  # there may be more than one read returns
+            if current.status in TERMINAL_JOB_STATUSES:
+                return
+            if current.status == JobStatus.QUEUED:
+                position = await asyncio.to_thread(self.store.queue_position, current)
+                if position != last_position:
+                    last_position, quiet_since = position, time.monotonic()
+                    yield JobStreamEvent(
+                        None, "queue", {"job_id": job.id, "queue_position": position}
+                    )
+            now = time.monotonic()
+            if now - started >= stream_s:
+                return
+            if now - quiet_since >= KEEPALIVE_S:
+                quiet_since = now
+                yield None
+            await asyncio.sleep(jobs.events_poll_s)
 
     async def cancel_job(self, tenant: str, job_id: str, base_url: str) -> dict[str, Any]:
         job = await asyncio.to_thread(self.store.cancel_job, tenant, job_id)

@@ -347,3 +347,84 @@ def test_idempotency_keys_expire_after_their_ttl(store, clock):
     assert store.expire_keys(older_than_s=86400) == 1
     clock.now = 90001
     assert store.reserve_key("acme", "old", "other", lock_s=30) is None
+
+
+def events(store: JobStore, job_id: str, after: int = 0) -> list[tuple[int, str, dict]]:
+    return [(e.seq, e.kind, e.data) for e in store.job_events(job_id, after)]
+
+
+def test_every_transition_is_an_event_in_order(store, clock):
+    (job, other) = make_jobs(2)
+    clock.now = 100
+    store.create_jobs([job, other], max_attempts=2)
+    (claimed,) = store.claim_jobs("w1", limit=1, lease_s=10)
+    assert store.set_progress([job.id, other.id], 1, 4) == {job.id}  # `other` is queued
+    assert store.running_jobs([job.id, other.id]) == {job.id}
+    assert store.add_preview(job.id, {"partial_image_index": 0, "b64_json": "AA=="})
+    assert not store.add_preview(other.id, {"partial_image_index": 0, "b64_json": "AA=="})
+    store.retry_job(job.id, claimed.lease_token, delay_s=5, error={"code": "x", "message": "y"})
+    clock.now = 106
+    (again,) = store.claim_jobs("w2", limit=1, lease_s=10)
+    store.finish_job(job.id, again.lease_token, result={"images": [], "steps": 4})
+    seen = events(store, job.id)
+    assert [seq for seq, _, _ in seen] == [1, 2, 3, 5, 6, 7]  # the preview (4) left at the end
+    assert [(kind, data.get("status") or data.get("step")) for _, kind, data in seen] == [
+        ("status", "queued"),
+        ("status", "running"),
+        ("progress", 1),
+        ("status", "queued"),
+        ("status", "running"),
+        ("status", "succeeded"),
+    ]
+    assert seen[3][2]["run_after"] == 105 and seen[3][2]["error"]["code"] == "x"
+    assert seen[4][2]["attempts"] == 2
+    # Resuming after an event id gives what followed it, and nothing twice.
+    assert [seq for seq, _, _ in events(store, job.id, after=5)] == [6, 7]
+    assert events(store, other.id) == [(1, "status", {"status": "queued", "attempts": 0})]
+
+
+def test_cancel_sweep_and_release_are_events_too(store, clock):
+    jobs = make_jobs(3)
+    clock.now = 100
+    store.create_jobs(jobs, max_attempts=3)
+    store.claim_jobs("w1", limit=3, lease_s=10)
+    store.cancel_job("acme", jobs[0].id)
+    assert store.add_preview(jobs[0].id, {"b64_json": ""}) is False
+    clock.now = 111
+    store.sweep_expired()  # jobs 1 and 2 lost their worker: queued again
+    store.claim_jobs("w2", limit=2, lease_s=10)
+    store.release_jobs("w2")
+    assert [d["status"] for _, _, d in events(store, jobs[0].id)] == [
+        "queued",
+        "running",
+        "canceled",
+    ]
+    for job in jobs[1:]:
+        assert [d["status"] for _, _, d in events(store, job.id)] == [
+            "queued",
+            "running",
+            "queued",
+            "running",
+            "queued",
+        ]
+
+
+def test_concurrent_event_writers_never_share_a_seq(store_url, store):
+    (job,) = make_jobs(1)
+    store.create_jobs([job], max_attempts=1)
+    store.claim_jobs("w", limit=1, lease_s=60)
+    writers = [JobStore(store_url) for _ in range(4)]
+
+    def write(index: int) -> None:
+        for step in range(10):
+            if index % 2:
+                writers[index].set_progress([job.id], step, 10)
+            else:
+                writers[index].add_preview(job.id, {"step": step})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+    for writer in writers:
+        writer.dispose()
+    seqs = [seq for seq, _, _ in events(store, job.id)]
+    assert seqs == list(range(1, 43))  # queued, running, and 40 written at once

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
 from serve_app.api.dependencies import Chat
-from serve_app.api.errors import error_responses, request_id_of
+from serve_app.api.errors import error_responses
 from serve_app.api.middleware import request_notes
 from serve_app.api.routes.images import FORM_TYPES, parse_body, read_form
+from serve_app.api.sse import MEDIA_TYPE, SSE_HEADERS, SSE_SCHEMA, error_event, sse
 from serve_app.api.tenancy import authorize_model
 from serve_app.errors import ErrorCode, InvalidRequestError, ServiceError, UnsupportedMediaTypeError
 from serve_app.models.chat_spec import ChatResult
@@ -21,16 +22,12 @@ from serve_app.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ErrorBody,
-    ErrorResponse,
     MultimodalCompletionRequest,
     TextPart,
     UserMessage,
 )
 
 router = APIRouter(tags=["chat"])
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _last_user_text(body: ChatCompletionRequest) -> str | None:
@@ -58,10 +55,6 @@ def _answer(request: Request, response: ChatCompletion, result: ChatResult) -> J
     )
 
 
-def _sse(data: str) -> bytes:
-    return f"data: {data}\n\n".encode()
-
-
 async def _event_stream(
     request: Request, first: ChatCompletionChunk, chunks: AsyncIterator[ChatCompletionChunk]
 ) -> AsyncIterator[bytes]:
@@ -69,21 +62,12 @@ async def _event_stream(
     `error` object (the status line has long gone). Closing it (the client left) closes
     the model's stream, which stops the request's generation."""
     try:
-        yield _sse(first.model_dump_json(exclude_none=True))
+        yield sse(first.model_dump_json(exclude_none=True))
         async for chunk in chunks:
-            yield _sse(chunk.model_dump_json(exclude_none=True))
-        yield _sse("[DONE]")
+            yield sse(chunk.model_dump_json(exclude_none=True))
+        yield sse("[DONE]")
     except ServiceError as error:
-        body = ErrorResponse(
-            error=ErrorBody(
-                message=error.message,
-                type=error.error_type,
-                param=error.param,
-                code=error.code,
-                request_id=request_id_of(request),
-            )
-        )
-        yield _sse(body.model_dump_json())
+        yield error_event(request, error)
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
@@ -97,15 +81,7 @@ async def _event_stream(
             "description": "A chat completion; with `stream: true`, server-sent events of "
             "`chat.completion.chunk` objects ending with `data: [DONE]`.",
             # One schema per event: `data` is a chunk's JSON, an error's, or `[DONE]`.
-            "content": {
-                "text/event-stream": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["data"],
-                        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
-                    }
-                }
-            },
+            "content": {MEDIA_TYPE: {"schema": SSE_SCHEMA}},
         },
     },
 )
@@ -121,7 +97,7 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest, 
         first = await anext(chunks)
         return StreamingResponse(
             _event_stream(request, first, chunks),
-            media_type="text/event-stream",
+            media_type=MEDIA_TYPE,
             headers=SSE_HEADERS,
         )
     response, result = await chat.complete(body)

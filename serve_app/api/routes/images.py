@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -15,10 +16,17 @@ from starlette.exceptions import HTTPException
 from serve_app.api.dependencies import Images
 from serve_app.api.errors import error_responses
 from serve_app.api.middleware import request_notes
+from serve_app.api.sse import MEDIA_TYPE, SSE_HEADERS, SSE_SCHEMA, error_event, sse
 from serve_app.api.tenancy import authorize_model
-from serve_app.errors import ErrorCode, InvalidRequestError, UnsupportedMediaTypeError
+from serve_app.errors import (
+    ErrorCode,
+    InvalidRequestError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+)
 from serve_app.families import Task
 from serve_app.models.spec import GenerationResult
+from serve_app.observability.access_log import RequestNotes
 from serve_app.protocol import (
     FORM,
     MAX_IMAGES,
@@ -28,7 +36,9 @@ from serve_app.protocol import (
     validation_error,
 )
 from serve_app.service.image_inputs import ImageSource
+from serve_app.service.images import ImageStream
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["images"])
 
 # The files the form's schema allows (`image`, every `image[]`, the mask); a model refuses
@@ -123,17 +133,59 @@ def images_answer(response: ImagesResponse, result: GenerationResult) -> JSONRes
     )
 
 
+def streamed_answer(
+    request: Request, stream: ImageStream, notes: RequestNotes
+) -> StreamingResponse:
+    return StreamingResponse(
+        image_events(request, stream, notes), media_type=MEDIA_TYPE, headers=SSE_HEADERS
+    )
+
+
+async def image_events(
+    request: Request, stream: ImageStream, notes: RequestNotes
+) -> AsyncIterator[bytes]:
+    """OpenAI's image events, `[DONE]`, or an error event when the model fails after the
+    status line went. Closing it (the client left) abandons the request on its replica,
+    which stops the pipeline call at its next step if no one else shares it."""
+    try:
+        async for event in stream.events():
+            yield sse(event.model_dump_json(), event=event.type)
+        yield sse("[DONE]")
+        if stream.result is not None:
+            result = stream.result
+            notes.result(stream.model, (image.data for image in result.images), result.batch_images)
+    except ServiceError as error:
+        yield error_event(request, error, typed=True)
+    except Exception:
+        logger.exception("image stream failed")
+        failure = ServiceError("the stream failed unexpectedly", code=ErrorCode.INTERNAL_ERROR)
+        yield error_event(request, failure, typed=True)
+    finally:
+        await stream.aclose()
+
+
+STREAM_RESPONSE = {
+    200: {
+        "description": "The images; with `stream: true`, server-sent events: "
+        "`<kind>.partial_image` previews and one `<kind>.completed` per image (kind: "
+        "image_generation or image_edit), then `data: [DONE]`; an error after the first "
+        "event is an `error` event carrying the error envelope.",
+        "content": {MEDIA_TYPE: {"schema": SSE_SCHEMA}},
+    }
+}
+
+
 @router.post(
     "/v1/images/generations",
     response_model=ImagesResponse,
-    responses=error_responses(400, 404),
+    responses={**error_responses(400, 404), **STREAM_RESPONSE},
 )
-async def create_image(
-    request: Request, body: ImageGenerationRequest, images: Images
-) -> JSONResponse:
+async def create_image(request: Request, body: ImageGenerationRequest, images: Images):
     notes = request_notes(request)
     notes.request(model=body.model, prompt=body.prompt)
     authorize_model(request, images.resolve_model(body.model, task=Task.TEXT_TO_IMAGE).name)
+    if body.stream:
+        return streamed_answer(request, await images.stream_generation(body), notes)
     response, result = await images.generate_images(body, str(request.base_url))
     notes.result(response.model, (image.data for image in result.images), result.batch_images)
     return images_answer(response, result)
@@ -142,7 +194,7 @@ async def create_image(
 @router.post(
     "/v1/images/edits",
     response_model=ImagesResponse,
-    responses=error_responses(400, 404, 413, 415),
+    responses={**error_responses(400, 404, 413, 415), **STREAM_RESPONSE},
     description="Edit images by instruction. Send multipart/form-data as the OpenAI SDK "
     "does (files `image` or `image[]`, optional `mask`, and the other fields as form "
     "fields), or JSON: an ImageEditRequest with `images: [{image_url}]` (https or data "
@@ -150,7 +202,7 @@ async def create_image(
     # The body is read by hand (two content types); serve_app.api.openapi describes both.
     openapi_extra={"x-edit-request-body": True},
 )
-async def edit_image(request: Request, images: Images) -> JSONResponse:
+async def edit_image(request: Request, images: Images):
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in FORM_TYPES:
         body, uploads, mask = await read_edit_form(request, images.config.images.max_bytes)
@@ -165,6 +217,8 @@ async def edit_image(request: Request, images: Images) -> JSONResponse:
     notes = request_notes(request)
     notes.request(model=body.model, prompt=body.prompt)
     authorize_model(request, images.resolve_model(body.model, task=Task.IMAGE_EDIT).name)
+    if body.stream:
+        return streamed_answer(request, await images.stream_edit(body, uploads, mask), notes)
     response, result = await images.edit_images(body, uploads, mask, str(request.base_url))
     notes.result(response.model, (image.data for image in result.images), result.batch_images)
     return images_answer(response, result)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve_app.api.dependencies import Jobs
 from serve_app.api.errors import error_responses
+from serve_app.api.sse import MEDIA_TYPE, SSE_HEADERS, SSE_SCHEMA, sse
 from serve_app.api.tenancy import authorize_model, tenant_of
 from serve_app.errors import ErrorCode, InvalidRequestError
 from serve_app.protocol import (
@@ -19,6 +22,7 @@ from serve_app.protocol import (
     JobObject,
     JobStatus,
 )
+from serve_app.security.scopes import route_path
 
 router = APIRouter(tags=["jobs"])
 
@@ -94,6 +98,78 @@ async def list_jobs(
 @router.get("/v1/jobs/{job_id}", response_model=JobObject, responses=READ_ERRORS)
 async def get_job(request: Request, job_id: str, jobs: Jobs):
     return await jobs.read_job(tenant_of(request), job_id, str(request.base_url))
+
+
+# A reconnecting EventSource waits this long (ms) before it tries again.
+RECONNECT_MS = 1000
+LAST_EVENT_ID = re.compile(r"^[0-9]{1,12}$")
+
+
+def _last_event_id(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not LAST_EVENT_ID.fullmatch(value.strip()):
+        raise InvalidRequestError(
+            "Last-Event-ID must be the id of an event this stream sent",
+            code=ErrorCode.INVALID_PARAMETER,
+            param="Last-Event-ID",
+        )
+    return int(value)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **error_responses(400, 404),
+        200: {
+            "description": "Server-sent events until the job ends (or the stream's time is up: "
+            "reconnect with Last-Event-ID). `status` (queued, running, succeeded, failed, "
+            "canceled; the last carries the job object), `progress` ({step, total}), "
+            "`preview` (with previews=true: b64_json of a partial image), each with an `id`; "
+            "and `queue` ({queue_position}) without one.",
+            "content": {MEDIA_TYPE: {"schema": SSE_SCHEMA}},
+        },
+    },
+)
+async def job_events(
+    request: Request,
+    job_id: str,
+    jobs: Jobs,
+    previews: bool = Query(False, description="Also send the job's partial images."),
+    after: int = Query(0, ge=0, le=10**12, description="Send only events after this id."),
+    last_event_id: str | None = Header(
+        None,
+        alias="Last-Event-ID",
+        description="What a reconnecting EventSource sends: resume after that event.",
+        json_schema_extra={"pattern": LAST_EVENT_ID.pattern},
+    ),
+) -> StreamingResponse:
+    """Watch a job without polling: status changes, step progress, queue position and,
+    when asked, previews, as server-sent events."""
+    resume = _last_event_id(last_event_id)
+    job = await jobs.find_job(tenant_of(request), job_id)
+    config = jobs.config
+    deadline = config.gateway.timeout_for(route_path(request.scope))
+    stream_s = min(config.jobs.event_stream_s, deadline - 5)
+    events = jobs.job_events(
+        job,
+        after=max(after, resume or 0),
+        previews=previews,
+        base_url=str(request.base_url),
+        stream_s=max(1.0, stream_s),
+    )
+    return StreamingResponse(_event_stream(events), media_type=MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+async def _event_stream(events: AsyncIterator) -> AsyncIterator[bytes]:
+    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    async for event in events:
+        if event is None:
+            yield b": keep-alive\n\n"
+            continue
+        data = json.dumps(event.data, separators=(",", ":"))
+        yield sse(data, event=event.kind, event_id=event.id)
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobObject, responses=error_responses(404, 409))
