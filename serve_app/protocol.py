@@ -260,6 +260,9 @@ class ImageCompletedEvent(ImageStreamEvent):
     usage: ImageStreamUsage
     seed: int
     revised_prompt: str
+    # Images in the pipeline call that made it (1: it ran alone), as x-batch-images says
+    # for an answer that is not streamed.
+    batch_images: int
 
 
 class ModelBatching(APIModel):

@@ -441,6 +441,7 @@ class ImageEventWriter:
                 index=index,
                 seed=image.seed,
                 revised_prompt=self.call.revised_prompt,
+                batch_images=result.batch_images,
                 usage=ImageStreamUsage(
                     images=1,
                     megapixels=round(image.width * image.height / 1e6, 4),

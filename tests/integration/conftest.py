@@ -208,6 +208,26 @@ def integration_app_args(
             "batching": {"max_batch_size": 4},
         }
     )
+    # A model of its own for the cancellation tests: many steps allowed, so an abandoned
+    # request would run for tens of seconds, and no other test's requests in its calls.
+    args["models"].append(
+        {
+            "name": "sd-slow-tiny",
+            "family": "stable-diffusion",
+            "path": "tiny:stable-diffusion",
+            "dtype": "float32",
+            "device": "cpu",
+            "defaults": {"size": "64x64", "steps": 4, "guidance_scale": 5.0},
+            "limits": {
+                "max_n": 1,
+                "min_side": 64,
+                "max_side": 256,
+                "max_pixels": 65536,
+                "max_steps": 5000,
+            },
+            "batching": {"max_batch_size": 1},
+        }
+    )
     # The second vision-chat family, through the same code as GLM-4.6V.
     args["models"].append(
         {

@@ -108,6 +108,7 @@ async def test_a_streamed_generation_is_framed_as_openai_frames_it(setup):
         assert key in partial and key in completed
     assert completed["usage"]["total_tokens"] == 0 and completed["usage"]["steps"] == 4
     assert completed["seed"] == 21 and completed["revised_prompt"] == "a cup"
+    assert completed["batch_images"] == 1
     assert completed["b64_json"] == plain.json()["data"][0]["b64_json"]
 
 
@@ -194,7 +195,7 @@ async def test_job_events_come_in_order_and_resume_after_last_event_id(setup):
         # the stream closes at once.
         store.finish_job(job_id, job.lease_token, result={"images": [], "steps": 2})
         ended = await http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2"})
-        assert ended.text.startswith("retry: ")
+        assert ended.text.startswith("retry: 1000\nid: 3\n")
         after = [e for e in parse_sse(ended.text) if "id" in e]
         assert [int(e["id"]) for e in after] == [3, 5, 6]
         last = json.loads(after[-1]["data"])

@@ -102,19 +102,20 @@ async def get_job(request: Request, job_id: str, jobs: Jobs):
 
 # A reconnecting EventSource waits this long (ms) before it tries again.
 RECONNECT_MS = 1000
-LAST_EVENT_ID = re.compile(r"^[0-9]{1,12}$")
+# Empty: no event yet (what a client that saw none may send).
+LAST_EVENT_ID = re.compile(r"^[0-9]{0,12}$")
 
 
 def _last_event_id(value: str | None) -> int | None:
-    if value is None or value == "":
+    if value is None:
         return None
-    if not LAST_EVENT_ID.fullmatch(value.strip()):
+    if not LAST_EVENT_ID.fullmatch(value):
         raise InvalidRequestError(
             "Last-Event-ID must be the id of an event this stream sent",
             code=ErrorCode.INVALID_PARAMETER,
             param="Last-Event-ID",
         )
-    return int(value)
+    return int(value) if value else None
 
 
 @router.get(
@@ -138,7 +139,8 @@ async def job_events(
     jobs: Jobs,
     previews: bool = Query(False, description="Also send the job's partial images."),
     after: int = Query(0, ge=0, le=10**12, description="Send only events after this id."),
-    last_event_id: str | None = Header(
+    # Typed `str` (not optional) so the schema says a header, when sent, is digits.
+    last_event_id: str = Header(  # type: ignore[assignment]
         None,
         alias="Last-Event-ID",
         description="What a reconnecting EventSource sends: resume after that event.",
@@ -163,13 +165,16 @@ async def job_events(
 
 
 async def _event_stream(events: AsyncIterator) -> AsyncIterator[bytes]:
-    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    # The reconnection delay rides on the first event (a block of its own would be an
+    # empty event to some clients).
+    retry = f"retry: {RECONNECT_MS}\n".encode()
     async for event in events:
         if event is None:
             yield b": keep-alive\n\n"
             continue
         data = json.dumps(event.data, separators=(",", ":"))
-        yield sse(data, event=event.kind, event_id=event.id)
+        yield retry + sse(data, event=event.kind, event_id=event.id)
+        retry = b""
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobObject, responses=error_responses(404, 409))
