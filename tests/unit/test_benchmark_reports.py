@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from benchmarks.report import litserve_match, markdown, naive_match, raw_match, write_reports
@@ -134,3 +135,26 @@ def test_a_burst_row_lists_the_calls_each_size_was_cut_into(tmp_path):
     table = markdown(results)
     assert "| serve | 8 | 512x512 | 4 | 2:4 |" in table
     assert "| serve | 8 | 256x256 | 8 | 1:1 7:7 |" in table
+
+
+def test_preview_benchmark_settings_and_report():
+    from benchmarks.previews import PreviewRow, decoder_setting, markdown
+
+    assert decoder_setting("vae:0.5").model_dump() == {"scale": 0.5, "decoder": None}
+    assert decoder_setting("tiny:1").model_dump() == {"scale": 1.0, "decoder": "tiny"}
+    with pytest.raises(SystemExit):
+        decoder_setting("taesd:0.5")
+    meta = {
+        "model": "sd-tiny",
+        "family": "stable-diffusion",
+        "device_detail": "cpu",
+        "size": "256x256",
+        "steps": 8,
+        "partials": 3,
+        "repeats": 5,
+        "commit": "abc",
+        "full_decode_ms_median": 25.0,
+    }
+    row = PreviewRow("vae:0.5", 3, 18.0, 340.0, 320.0, 1.063, 0.72)
+    report = markdown(meta, [row])
+    assert "| vae:0.5 | 3 | 18.0 | 0.72 | 340.0 / 320.0 | 1.063 |" in report
