@@ -167,7 +167,7 @@ def markdown(meta: dict, rows: list[PreviewRow]) -> str:
         f"medians of {meta['repeats']} interleaved repeats; commit {meta['commit']}. "
         f"Full-size VAE decode: {meta['full_decode_ms_median']} ms.",
         "",
-        "| decoder | previews/request | ms per preview | preview / full decode "
+        "| decoder | previews/request | ms per preview (decode + encode) | preview / full decode "
         "| request ms (with / without) | request ratio |",
         "|---|---|---|---|---|---|",
     ]

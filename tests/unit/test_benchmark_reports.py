@@ -158,3 +158,4 @@ def test_preview_benchmark_settings_and_report():
     row = PreviewRow("vae:0.5", 3, 18.0, 340.0, 320.0, 1.063, 0.72)
     report = markdown(meta, [row])
     assert "| vae:0.5 | 3 | 18.0 | 0.72 | 340.0 / 320.0 | 1.063 |" in report
+    assert "ms per preview (decode + encode)" in report
