@@ -55,6 +55,12 @@ def engine(tiny_cache, sink):
     return ModelEngine(config, tiny_cache, ServiceMetrics(sink))
 
 
+def within_a_level(batched: np.ndarray, alone: np.ndarray) -> bool:
+    """A batched image is its solo image within one level of 255: matrix kernels block a
+    batch of two differently from one (README, Batching)."""
+    return int(np.abs(batched.astype(int) - alone.astype(int)).max()) <= 1
+
+
 def picture(partial: PartialImage) -> Image.Image:
     image = Image.open(io.BytesIO(partial.data))
     image.load()
@@ -119,7 +125,8 @@ def test_a_batch_gives_each_request_its_own_previews(engine):
     assert [(p.index, p.step) for p in first] == [(0, 2)]
     assert sorted((p.index, p.step) for p in second) == [(i, s) for i in (0, 1) for s in (1, 2, 3)]
     alone = engine.run_batch([spec((6, 7))])[0]
-    assert all(np.array_equal(a, b) for a, b in zip(together[1].pixels, alone.pixels, strict=True))
+    for batched, solo in zip(together[1].pixels, alone.pixels, strict=True):
+        assert within_a_level(batched, solo)
 
 
 def test_a_preview_of_an_edit_family_with_packed_latents(tiny_cache):
@@ -193,7 +200,7 @@ def test_a_request_leaving_a_shared_call_only_drops_its_own_images(engine):
     results = engine.run_batch([leaving, staying])
     assert all(isinstance(r, BatchResult) for r in results)  # the call went on
     alone = engine.run_batch([spec((2,), steps=6)])[0]
-    assert np.array_equal(results[1].pixels[0], alone.pixels[0])
+    assert within_a_level(results[1].pixels[0], alone.pixels[0])
 
 
 def test_a_request_cancelled_before_its_call_is_not_run(engine):
