@@ -172,14 +172,17 @@ class LocalLimiter:
             window = bucket.window_s * 1000
             interval = window / bucket.limit
             tat = max(self._tats.get(bucket.key, now), now)
-            allow_at = tat + interval - window
-            if now < allow_at:
+            # How far the bucket is ahead of now. Differences of `now` only: adding and
+            # subtracting a window to a large clock reading can round across a boundary
+            # (a fresh limit-1 bucket refused, a remaining count one short).
+            ahead = tat - now
+            if ahead > window - interval:
                 denied = True
                 tats.append(tat)
-                numbers += [0, math.ceil(allow_at - now)]
+                numbers += [0, math.ceil(ahead + interval - window)]
             else:
                 tats.append(tat + interval)
-                numbers += [math.floor((now - allow_at) / interval), 0]
+                numbers += [math.floor((window - interval - ahead) / interval), 0]
             numbers.append(math.ceil(tats[-1] - now))
         if denied:
             code = 0

@@ -99,3 +99,12 @@ async def test_redis_unreachable_raises_for_the_guard_to_decide():
         await limiter.admit("x:slots", 1, 1, [Bucket("tenant", "x:rate", 1)])
     assert "connect" in str(raised.value).lower() or isinstance(raised.value, OSError)
     await limiter.close()
+
+
+async def test_the_local_limiter_does_not_round_across_a_boundary():
+    # At this clock reading (s), now + 60 s - 60 s in milliseconds rounds above now: the
+    # old arithmetic refused a fresh limit-1 bucket.
+    limiter = LocalLimiter(clock=lambda: 33504.988)
+    fresh = Bucket("tenant", "one-a-minute", limit=1)
+    assert (await limiter.admit("slots", 9, 60, [fresh])).status == "admitted"
+    assert (await limiter.admit("slots", 9, 60, [fresh])).status == "rate_limited"
