@@ -287,6 +287,10 @@ class ModelCapabilities(APIModel):
     supports_negative_prompt: bool
     supports_adapters: bool = Field(description="Per-request LoRA adapters.")
     reports_progress: bool = Field(description="A job's progress moves with every step.")
+    supports_partial_images: bool = Field(
+        description="`stream: true` with `partial_images` sends previews as the image forms "
+        "(otherwise a stream carries only the final images)."
+    )
     size_multiple: int = Field(description="Width and height are multiples of this.")
     batching: ModelBatching
 

@@ -59,6 +59,7 @@ def model_card(model: ModelConfig) -> ModelCard:
             supports_negative_prompt=traits.supports_negative_prompt,
             supports_adapters=traits.supports_adapters,
             reports_progress=traits.reports_steps,
+            supports_partial_images=traits.reports_steps,
             size_multiple=traits.size_multiple,
             batching=ModelBatching(
                 mode=traits.batching,

@@ -53,6 +53,9 @@ def test_config_and_model_cards_follow_the_table(name):
     assert capabilities.supports_mask == traits.supports_mask
     assert capabilities.supports_negative_prompt == traits.supports_negative_prompt
     assert capabilities.size_multiple == traits.size_multiple
+    # Previews come from the step callback: families without one stream final images only.
+    streams_previews = name != "longcat-image-edit" and traits.task is not Task.VISION_CHAT
+    assert capabilities.supports_partial_images == streams_previews
     assert capabilities.batching.mode == traits.batching
     assert capabilities.batching.max_batch_images == model.batching.max_batch_size
     assert capabilities.batching.max_batch_work == model.batching.work_budget()

@@ -13,6 +13,7 @@ import pytest
 
 from serve_app.config import AppConfig
 from serve_app.errors import ErrorCode, ServiceUnavailableError
+from serve_app.jobs.records import NewJob
 from serve_app.jobs.store import JobStore
 from serve_app.models.engine import ModelEngine
 from serve_app.models.image_replica import ImageReplica
@@ -214,6 +215,15 @@ async def test_job_events_are_refused_by_name_and_scoped_to_the_tenant(setup):
         )
     assert_error(missing, 404, "job_not_found", "job_id")
     assert_error(bad_id, 400, "invalid_parameter", "Last-Event-ID")
+    # Another tenant's job is as unknown as no job at all.
+    store = job_store(setup)
+    store.create_jobs(
+        [NewJob("job_theirs", "another-tenant", "image_generation", {})], max_attempts=1
+    )
+    async with client(setup) as http:
+        theirs = await http.get("/v1/jobs/job_theirs/events")
+    assert_error(theirs, 404, "job_not_found", "job_id")
+    store.dispose()
 
 
 def test_a_job_request_is_never_streamed_but_keeps_its_previews(setup):
