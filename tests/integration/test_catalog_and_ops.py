@@ -15,6 +15,7 @@ def test_models_list_each_model_with_its_task(client):
     assert tasks == {
         "z-image-tiny": "text-to-image",
         "sd-tiny": "text-to-image",
+        "sd-slow-tiny": "text-to-image",
         "glm-image-tiny": "text-to-image",
         "pix2pix-tiny": "image-edit",
         "qwen-edit-tiny": "image-edit",
@@ -24,6 +25,8 @@ def test_models_list_each_model_with_its_task(client):
         "qwen2.5-vl-tiny": "vision-chat",
     }
     assert models["sd-tiny"]["max_n"] == 4
+    assert models["sd-tiny"]["capabilities"]["supports_partial_images"] is True
+    assert models["longcat-edit-tiny"]["capabilities"]["supports_partial_images"] is False
     assert models["glm-4.6v-tiny"]["chat"]["max_output_tokens"] == 256
     assert models["glm-4.6v-tiny"]["chat"]["thinks"] is True
     assert models["sd-tiny"].get("chat") is None
@@ -51,7 +54,7 @@ def test_health_reports_models_and_replicas(client):
     assert reported["glm-image-tiny"] == "text-to-image"
     assert reported["longcat-edit-tiny"] == "image-edit"
     assert reported["qwen2.5-vl-tiny"] == "vision-chat"
-    assert len(reported) == 9
+    assert len(reported) == 10
     assert all(m["device"] == "cpu" for m in health["models"])
     assert health["replicas"]["Gateway"]["replicas"]["RUNNING"] >= 1
 
