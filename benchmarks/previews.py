@@ -17,7 +17,6 @@ Writes benchmarks/results/<date>-<device>-previews-<model>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.configs import load_application, model_config
-from benchmarks.results import current_commit, slug
+from benchmarks.results import current_commit, save_table, slug
 from serve_app.config import ModelConfig, PreviewConfig, parse_size
 from serve_app.models.engine import ImageTask, ModelEngine
 from serve_app.models.previews import PreviewDecoder, PreviewWorker
@@ -193,13 +192,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     meta, rows = measure(args)
-    stem = f"{meta['date']}-{slug(meta['device'])}-previews-{slug(meta['model'])}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(
-        json.dumps({**meta, "rows": [asdict(row) for row in rows]}, indent=1) + "\n"
-    )
     report = markdown(meta, rows)
-    (args.out / f"{stem}.md").write_text(report)
+    stem = f"{meta['date']}-{slug(meta['device'])}-previews-{slug(meta['model'])}"
+    save_table(args.out, stem, meta, rows, report)
     print(report)
 
 

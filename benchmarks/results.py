@@ -99,3 +99,12 @@ class Results:
 def row_key(row: Row) -> tuple:
     load = row.offered_rps if row.mode == "open" else row.concurrency
     return (row.system, row.mode, row.max_batch_size, load)
+
+
+def save_table(folder: Path, stem: str, meta: dict[str, Any], rows: list, report: str) -> None:
+    """A one-table benchmark's files: `<stem>.json` (meta and rows, dataclasses) and
+    `<stem>.md` (the rendered table)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {**meta, "rows": [asdict(row) for row in rows]}
+    (folder / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+    (folder / f"{stem}.md").write_text(report)

@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -135,8 +136,24 @@ class RequestObserver:
             self._finish(request, started, 500, ErrorCode.INTERNAL_ERROR)
             raise
         code = getattr(request.state, "error_code", None) if response.status_code >= 400 else None
-        self._finish(request, started, response.status_code, code)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            # A stream's line is written when it ends: its tokens or images, and its whole
+            # time, are known only then.
+            response.body_iterator = self._observed(
+                response.body_iterator, request, started, response.status_code
+            )
+        else:
+            self._finish(request, started, response.status_code, code)
         return response
+
+    async def _observed(
+        self, body: AsyncIterator[bytes], request: Request, started: float, status: int
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            self._finish(request, started, status, None)
 
     def _finish(self, request: Request, started: float, status: int, code: str | None) -> None:
         # `/v1/models/{model_id}`, not the id: labels stay few and ids stay out of metrics.

@@ -9,7 +9,7 @@ import asyncio
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,10 +72,15 @@ class ChatService:
         result = await self._call(call)
         return completion(call, result), result
 
-    async def stream(self, body: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(
+        self,
+        body: ChatCompletionRequest,
+        on_result: Callable[[ChatResult], None] | None = None,
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Chunks as OpenAI streams them: the role first, then deltas, then one chunk per
         choice with its finish reason, and the usage last when asked. A request refused
-        before its first token raises here, before any chunk."""
+        before its first token raises here, before any chunk. `on_result` is told the
+        whole result (tokens, timings) as its last chunks go out."""
         call = await self.plan(body)
         chunks = ChunkWriter(
             call, include_usage=bool(body.stream_options and body.stream_options.include_usage)
@@ -88,6 +93,8 @@ class ChatService:
             item: ChatDeltas | ChatResult | None = first
             while item is not None:
                 if isinstance(item, ChatResult):
+                    if on_result is not None:
+                        on_result(item)
                     for chunk in chunks.finish(item):
                         yield chunk
                     return

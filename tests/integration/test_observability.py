@@ -145,3 +145,86 @@ def test_health_reports_no_gpu_on_cpu(client):
     health = client.get("/v1/health").json()
     assert health["status"] == "ok"
     assert all(model["gpu"] is None for model in health["models"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_chat_tokens_and_timings_reach_the_access_log_and_metrics(
+    client, serve_log_dir, metrics_url, stream
+):
+    from tests.integration.test_chat import ask, data_url
+
+    series = "ray_image_serving_chat_tokens_total"
+    before = total(scrape(metrics_url), series, model="glm-4.6v-tiny", kind="completion")
+    request_id = f"obs-chat-{'stream' if stream else 'whole'}"
+    body = {
+        "model": "glm-4.6v-tiny",
+        "messages": ask("What is on this picture?", data_url()),
+        "max_tokens": 12,
+        "stream": stream,
+        "stream_options": {"include_usage": True} if stream else None,
+    }
+    response = client.post(
+        "/v1/chat/completions",
+        headers={"x-request-id": request_id},
+        json={k: v for k, v in body.items() if v is not None},
+    )
+    assert response.status_code == 200, response.text
+    if stream:
+        chunks = [
+            json.loads(line[6:])
+            for line in response.text.splitlines()
+            if line.startswith("data: {")
+        ]
+        usage = chunks[-1]["usage"]
+    else:
+        usage = response.json()["usage"]
+
+    [(_, entry)] = access_entries(serve_log_dir, request_id)
+    assert entry["model"] == "glm-4.6v-tiny" and entry["status"] == 200
+    assert entry["prompt_tokens"] == usage["prompt_tokens"] > 0
+    assert entry["completion_tokens"] == usage["completion_tokens"] > 0
+    assert entry["first_token_ms"] > 0 and entry["tokens_per_s"] > 0
+    assert entry["batch_images"] >= 1  # rows in its generate call
+
+    def counted() -> dict[str, float]:
+        seen = scrape(metrics_url)
+        return {
+            "completion": total(seen, series, model="glm-4.6v-tiny", kind="completion"),
+            "prompt": total(seen, series, model="glm-4.6v-tiny", kind="prompt"),
+            "first_token": total(
+                seen, "ray_image_serving_chat_first_token_seconds_count", model="glm-4.6v-tiny"
+            ),
+            "rate": total(
+                seen, "ray_image_serving_chat_tokens_per_second_count", model="glm-4.6v-tiny"
+            ),
+        }
+
+    deadline = time.monotonic() + 60
+    while (seen := counted())["completion"] < before + usage["completion_tokens"]:
+        assert time.monotonic() < deadline, seen
+        time.sleep(1)
+    assert seen["prompt"] >= usage["prompt_tokens"]
+    assert seen["first_token"] >= 1 and seen["rate"] >= 1
+
+
+def test_a_streamed_image_request_logs_its_images_when_it_ends(client, serve_log_dir):
+    response = client.post(
+        "/v1/images/generations",
+        headers={"x-request-id": "obs-image-stream"},
+        json={
+            "model": "sd-tiny",
+            "prompt": "streamed",
+            "size": "64x64",
+            "steps": 4,
+            "stream": True,
+            "partial_images": 1,
+        },
+    )
+    assert response.status_code == 200
+    events = [
+        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+    ]
+    final = base64.b64decode(events[-1]["b64_json"])
+    [(_, entry)] = access_entries(serve_log_dir, "obs-image-stream")
+    assert entry["status"] == 200 and entry["model"] == "sd-tiny"
+    assert entry["image_sha256"] == [hashlib.sha256(final).hexdigest()]

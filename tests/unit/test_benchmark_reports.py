@@ -159,3 +159,15 @@ def test_preview_benchmark_settings_and_report():
     report = markdown(meta, [row])
     assert "| vae:0.5 | 3 | 18.0 | 0.72 | 340.0 / 320.0 | 1.063 |" in report
     assert "ms per preview (decode + encode)" in report
+
+
+def test_chat_benchmark_report_compares_tokens_per_second_with_raw_generate():
+    from benchmarks.chat import ChatRow, markdown, row
+
+    raw = row("raw-generate", 4, 2.0, 100, [0.1] * 8, [0.5] * 8)
+    assert (raw.requests, raw.requests_per_s, raw.tokens_per_s) == (8, 4.0, 50.0)
+    served = ChatRow("serve", 4, 8, 4.0, 2.0, 25.0, 100, 120.0, 150.0, 1900.0, 2100.0)
+    meta = {"model": "glm-4.6v-tiny", "device_detail": "cpu", "requests": 8, "max_tokens": 32}
+    report = markdown({**meta, "commit": "abc"}, [raw, served])
+    assert "| serve | 4 | 2.0 | 25.0 | 120.0 / 150.0 | 1900.0 / 2100.0 | 0.50 |" in report
+    assert "| raw-generate | 4 | 4.0 | 50.0 | 100.0 / 100.0 | 500.0 / 500.0 | 1.00 |" in report

@@ -40,15 +40,20 @@ def _last_user_text(body: ChatCompletionRequest) -> str | None:
     return None
 
 
-def _answer(request: Request, response: ChatCompletion, result: ChatResult) -> JSONResponse:
+def _note(request: Request, model: str, result: ChatResult) -> None:
+    """Tokens and timings into the request's access-log line."""
     request_notes(request).chat_result(
-        response.model,
+        model,
         result.prompt_tokens,
         result.completion_tokens,
         result.first_token_s,
         result.generate_s,
         result.batch_rows,
     )
+
+
+def _answer(request: Request, response: ChatCompletion, result: ChatResult) -> JSONResponse:
+    _note(request, response.model, result)
     return JSONResponse(
         response.model_dump(exclude_none=True),
         headers={"x-batch-rows": str(result.batch_rows)},
@@ -92,7 +97,7 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest, 
     authorize_model(request, model.name)
     notes.model = model.name
     if body.stream:
-        chunks = chat.stream(body)
+        chunks = chat.stream(body, on_result=lambda result: _note(request, model.name, result))
         # Refusals before the first token (limits, images, a full queue) are plain errors.
         first = await anext(chunks)
         return StreamingResponse(
