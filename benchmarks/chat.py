@@ -233,10 +233,6 @@ def serve_rows(args: argparse.Namespace, application: dict[str, Any]) -> list[Ch
     with ray_session(num_cpus=(args.threads or 1) + 4):
         for batch in args.batch_sizes:
             app = bench_application(application, args.model, batch, REPO)
-            entry = app["args"]["models"][0]
-            chat = entry.setdefault("chat", {})
-            limits = chat.setdefault("limits", {})
-            limits["max_n"] = min(limits.get("max_n", 4), batch)
             with running_service(serve_config(app, free_port())) as url:
                 # One request first: the replica's first call pays for lazy setup.
                 asyncio.run(run_serve(url, args.model, 1, 1, args.max_tokens))

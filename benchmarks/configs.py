@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from serve_app.config import AppConfig, ModelConfig
+from serve_app.families import FAMILIES, Task
 
 # Deployments build_app creates besides the models.
 SUPPORT_DEPLOYMENTS = ("Gateway", "PromptTemplater")
@@ -43,9 +44,13 @@ def bench_application(
         raise SystemExit(f"model {model!r} is not in the config")
     entry = args["models"][0]
     entry["batching"] = {**entry.get("batching", {}), "max_batch_size": max_batch_size}
+    # The config refuses max_n above the batch size; a benchmark request asks for one
+    # image (or one choice, for a vision-chat model).
     limits = entry.setdefault("limits", {})
-    # The config refuses max_n above the batch size; a benchmark request asks for one image.
     limits["max_n"] = min(limits.get("max_n", 4), max_batch_size)
+    if FAMILIES[entry["family"]].task is Task.VISION_CHAT:
+        chat_limits = entry.setdefault("chat", {}).setdefault("limits", {})
+        chat_limits["max_n"] = min(chat_limits.get("max_n", 4), max_batch_size)
     for key in ("templates_path", "tiny_model_cache"):
         if key in args:
             args[key] = str((root / args[key]).resolve())

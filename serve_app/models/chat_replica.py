@@ -50,7 +50,12 @@ class ChatReplica:
                 getter = asyncio.ensure_future(deltas.get())
                 await asyncio.wait({getter, answer}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
-                    yield ChatDeltas(getter.result())
+                    # Every step waiting now goes as one item: when tokens come faster
+                    # than a stream ships them, the stream carries fewer, larger items.
+                    batch = getter.result()
+                    while not deltas.empty():
+                        batch = batch + deltas.get_nowait()
+                    yield ChatDeltas(batch)
                     continue
                 getter.cancel()
                 while not deltas.empty():

@@ -388,15 +388,21 @@ class ChunkWriter:
         )
 
     def deltas(self, batch: ChatDeltas) -> ChatCompletionChunk | None:
+        """One chunk for the steps in `batch`: each choice's new text, joined in order."""
+        content: dict[int, str] = {}
+        reasoning: dict[int, str] = {}
+        for delta in batch.deltas:
+            content[delta.index] = content.get(delta.index, "") + delta.content
+            reasoning[delta.index] = reasoning.get(delta.index, "") + delta.reasoning
         choices = [
             ChunkChoice(
-                index=delta.index,
+                index=index,
                 delta=ChunkDelta(
-                    content=delta.content or None, reasoning_content=delta.reasoning or None
+                    content=content[index] or None, reasoning_content=reasoning[index] or None
                 ),
             )
-            for delta in batch.deltas
-            if delta.content or delta.reasoning
+            for index in sorted(content)
+            if content[index] or reasoning[index]
         ]
         return self._chunk(choices) if choices else None
 

@@ -164,3 +164,26 @@ def test_a_cancelled_request_stops_its_rows(engine):
     assert result.choices[0].finish_reason is FinishReason.CANCELLED
     assert result.choices[0].completion_tokens <= 3
     assert not original.is_set()
+
+
+def test_deltas_of_several_steps_make_one_chunk_per_choice(engine):
+    from serve_app.models.chat_spec import ChatDelta
+    from serve_app.service.chat import ChatCall, ChunkWriter
+
+    two = spec("two choices", seeds=(1, 2))
+    writer = ChunkWriter(ChatCall(engine.config, two, 1), include_usage=False)
+    steps = ChatDeltas(
+        [
+            ChatDelta(0, reasoning="hm"),
+            ChatDelta(1, content="A"),
+            ChatDelta(0, reasoning=",", content="B"),
+            ChatDelta(1, content="C"),
+            ChatDelta(0, content="D"),
+        ]
+    )
+    chunk = writer.deltas(steps)
+    assert [(c.index, c.delta.content, c.delta.reasoning_content) for c in chunk.choices] == [
+        (0, "BD", "hm,"),
+        (1, "AC", None),
+    ]
+    assert writer.deltas(ChatDeltas([ChatDelta(0)])) is None
