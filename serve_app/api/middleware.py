@@ -187,6 +187,9 @@ async def _answer(scope: Scope, receive: Receive, send: Send, error: ServiceErro
     await response(scope, receive, send)
 
 
+JOB_EVENTS = re.compile(r"^/v1/jobs/[^/]+/events$")
+
+
 class DoorMiddleware:
     """Authenticates, checks the route's scope and the tenant's quotas, sets
     `request.state.principal`, and adds the RateLimit headers to the response."""
@@ -209,6 +212,12 @@ class DoorMiddleware:
             return await _answer(scope, receive, send, refusal.error, refusal.headers)
         if granted is None:
             return await self.app(scope, receive, send)
+        if JOB_EVENTS.fullmatch(path):
+            # A job's event stream is counted against the rate but holds no in-flight slot
+            # while it lasts: a console watching ten jobs must not use up the tenant's
+            # concurrency for work.
+            await self.guard.release(granted)
+            granted.slot = None
         scope.setdefault("state", {})["principal"] = granted.principal
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in granted.headers.items()]
 

@@ -4,6 +4,7 @@ anonymous loopback access. No model runs here; the integration tests generate.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 
@@ -277,3 +278,29 @@ async def test_cors_preflight_needs_no_key_and_errors_carry_cors_headers(tmp_pat
     assert refused.status_code == 401
     assert refused.headers["access-control-allow-origin"] == "https://oa.example.com"
     assert "retry-after" in refused.headers["access-control-expose-headers"].lower()
+
+
+async def test_a_job_event_stream_holds_no_in_flight_slot(tmp_path, store):
+    key = store.create_key("acme", "crm", ["generate", "jobs"]).key
+    limits = {"requests_per_minute": 100, "max_concurrent": 1}
+    args = app_args(tmp_path, rate_limits=limits)
+    args["jobs"]["event_stream_s"] = 1  # the stream closes itself after a second
+    async with client_for(tmp_path, args) as client:
+        job = await client.post(
+            "/v1/jobs",
+            headers=bearer(key),
+            json={"type": "image_generation", "request": GENERATION},
+        )
+        assert job.status_code == 202, job.text
+
+        async def watch() -> httpx.Response:
+            return await client.get(f"/v1/jobs/{job.json()['id']}/events", headers=bearer(key))
+
+        async def meanwhile() -> httpx.Response:
+            await asyncio.sleep(0.3)  # the stream is open
+            return await client.get("/v1/jobs", headers=bearer(key))
+
+        stream, listing = await asyncio.gather(watch(), meanwhile())
+    assert stream.status_code == 200 and "event: status" in stream.text
+    # With max_concurrent 1, the listing got in while the stream was open.
+    assert listing.status_code == 200, listing.text
