@@ -105,8 +105,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def run(args: argparse.Namespace, store: KeyStore) -> int:
+def _warn_unserved(models: list[str] | None, served: set[str]) -> None:
+    """A key may name models this config does not serve (another deployment's, or one to
+    come); say so, since with this config the key can never use them."""
+    unserved = sorted(set(models or ()) - served)
+    if unserved:
+        print(
+            f"warning: this config serves no model named {', '.join(unserved)} "
+            f"(it serves {', '.join(sorted(served))}); the key is made as asked",
+            file=sys.stderr,
+        )
+
+
+def run(args: argparse.Namespace, store: KeyStore, served: set[str] | None = None) -> int:
     if args.command == "create":
+        if served is not None:
+            _warn_unserved(args.models, served)
         issued = store.create_key(
             args.tenant, args.name, args.scopes, args.models, expiry_in(args.expires_in_days)
         )
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = KeyStore.open(config.auth.database_url, hasher)
     try:
-        return run(args, store)
+        return run(args, store, {model.name for model in config.models})
     except (KeyNotFound, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -105,3 +105,18 @@ def test_the_console_script_is_installed(config_file):
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
+
+
+def test_a_key_naming_a_model_the_config_does_not_serve_is_made_with_a_warning(config_file):
+    created = cli(
+        config_file, "create", "--tenant", "acme", "--name", "cms",
+        "--scopes", "generate", "--models", "sd-tiny,z-image-portrait",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "serves no model named z-image-portrait" in created.stderr
+    assert "sd-tiny" not in created.stderr.split("named")[1].split("(")[0]
+    quiet = cli(
+        config_file, "create", "--tenant", "acme", "--name", "crm",
+        "--scopes", "generate", "--models", "sd-tiny",
+    )  # fmt: skip
+    assert "warning" not in quiet.stderr
