@@ -22,7 +22,12 @@ from serve_app.images import encode_image
 from serve_app.models.base import StepHook
 from serve_app.models.batch_queue import BatchBudget, BatchCost
 from serve_app.models.loading import load_model
-from serve_app.models.previews import PreviewDecoder, PreviewWorker, preview_steps
+from serve_app.models.previews import (
+    PreviewDecoder,
+    PreviewOrder,
+    PreviewWorker,
+    preview_steps,
+)
 from serve_app.models.spec import EditSpec, GeneratedImage, GenerationSpec, PartialImage
 from serve_app.observability.gpu import gpu_report
 from serve_app.observability.metrics import ServiceMetrics
@@ -260,8 +265,7 @@ class ModelEngine:
         plans: dict[int, tuple[int, ...]],
     ) -> None:
         rows: list[int] = []
-        previews: list[tuple[Callable[[PartialImage], None], PartialImage]] = []
-        formats: list[tuple[str, int | None]] = []
+        orders: list[PreviewOrder] = []
         offset = 0
         for position, task in enumerate(group):
             spec = task.spec
@@ -269,13 +273,17 @@ class ModelEngine:
             if step in plan and not task.cancelled.is_set() and task.on_partial is not None:
                 for image in range(spec.n):
                     rows.append(offset + image)
-                    previews.append(
-                        (
+                    orders.append(
+                        PreviewOrder(
                             task.on_partial,
-                            PartialImage(image, plan.index(step), b"", 0, 0, step, spec.steps),
+                            image,
+                            plan.index(step),
+                            step,
+                            spec.steps,
+                            spec.output_format,
+                            spec.output_compression,
                         )
                     )
-                    formats.append((spec.output_format, spec.output_compression))
             offset += spec.n
         if not rows:
             return
@@ -283,7 +291,7 @@ class ModelEngine:
         # A copy: the pipeline goes on changing its latents in place.
         chosen = latents[rows].detach().clone()
         first = group[0].spec
-        self.previews.submit(chosen, first.height, first.width, previews, formats)
+        self.previews.submit(chosen, first.height, first.width, orders)
 
     def warmup(self) -> list[tuple[int, int, int]]:
         """The configured warm-up calls (default: one image at the default size), so no

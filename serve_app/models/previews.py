@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,20 @@ def _shrink(latents: torch.Tensor, scale: float) -> torch.Tensor:
     return small.unsqueeze(2) if frames else small
 
 
+@dataclass(frozen=True)
+class PreviewOrder:
+    """One preview to make: which image and preview it is, how to encode it, and where it
+    goes."""
+
+    deliver: Callable[[PartialImage], None]
+    index: int
+    partial_image_index: int
+    step: int
+    steps: int
+    output_format: str
+    output_compression: int | None
+
+
 class PreviewWorker:
     """One thread that decodes and encodes previews in the order they were asked for."""
 
@@ -140,46 +155,40 @@ class PreviewWorker:
         self._lock = threading.Lock()
 
     def submit(
-        self,
-        latents: torch.Tensor,
-        height: int,
-        width: int,
-        previews: list[tuple[Callable[[PartialImage], None], PartialImage]],
-        output_format: list[tuple[str, int | None]],
+        self, latents: torch.Tensor, height: int, width: int, orders: list[PreviewOrder]
     ) -> None:
-        """Decode `latents` (already copied; one row per preview) later and hand each
-        preview to its callback; `previews` holds the callback and a template whose
-        data and size are filled in."""
+        """Decode `latents` (already copied; one row per order) later and deliver each
+        preview as its order says."""
         if self._inline:
-            self._make(latents, height, width, previews, output_format)
+            self._make(latents, height, width, orders)
             return
-        future = self._pool.submit(self._make, latents, height, width, previews, output_format)
+        future = self._pool.submit(self._make, latents, height, width, orders)
         with self._lock:
             self._pending = [f for f in self._pending if not f.done()] + [future]
 
-    def _make(self, latents, height, width, previews, output_format) -> None:
+    def _make(
+        self, latents: torch.Tensor, height: int, width: int, orders: list[PreviewOrder]
+    ) -> None:
         started = time.perf_counter()
         try:
             pictures = self.decoder.decode(latents, height, width)
-            for (deliver, template), pixels, (fmt, quality) in zip(
-                previews, pictures, output_format, strict=True
-            ):
-                deliver(
+            for order, pixels in zip(orders, pictures, strict=True):
+                order.deliver(
                     PartialImage(
-                        index=template.index,
-                        partial_image_index=template.partial_image_index,
-                        data=encode_image(pixels, fmt, quality),
+                        index=order.index,
+                        partial_image_index=order.partial_image_index,
+                        data=encode_image(pixels, order.output_format, order.output_compression),
                         width=int(pixels.shape[1]),
                         height=int(pixels.shape[0]),
-                        step=template.step,
-                        steps=template.steps,
-                        output_format=fmt,
+                        step=order.step,
+                        steps=order.steps,
+                        output_format=order.output_format,
                     )
                 )
         except Exception:  # a preview is never worth a failed request
             logger.exception("preview decode failed")
             return
-        self._on_seconds(time.perf_counter() - started, len(previews))
+        self._on_seconds(time.perf_counter() - started, len(orders))
 
     def settle(self, drop: bool = False) -> None:
         """At the end of a call: wait for its previews (`drop`: cancel those not
