@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The servers the tests talk to: PostgreSQL (127.0.0.1:5432, trust auth, database
-# `test`) and Redis (127.0.0.1:6379). Used when running; installed from Debian's
-# packages and started when not, so a fresh machine passes too.
+# What the tests talk to: PostgreSQL (127.0.0.1:5432, trust auth, database `test`),
+# Redis (127.0.0.1:6379) and a headless Chromium for the console's browser tests
+# (/usr/bin/chromium). Used when there; installed from Debian's packages (and the servers
+# started) when not, so a fresh machine passes too.
 set -euo pipefail
 
 SUDO=""
@@ -45,4 +46,11 @@ if ! port_open 6379; then
         --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
     wait_port 6379
 fi
-echo "services: PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379"
+
+# A CJK font too, so the console's Chinese screenshots show text, not boxes.
+if ! command -v chromium >/dev/null || ! fc-list :lang=zh | grep -q .; then
+    echo "--- installing Chromium and a CJK font (the console's browser tests)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+fi
+echo "services: PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379, $(chromium --version 2>/dev/null)"

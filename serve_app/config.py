@@ -548,6 +548,12 @@ class ObservabilityConfig(StrictModel):
     access_log_prompt_chars: int = Field(80, ge=0, le=1000)
 
 
+class ConsoleConfig(StrictModel):
+    """The browser console at /console: off unless asked for (configs/local.yaml asks)."""
+
+    enabled: bool = False
+
+
 class AppConfig(StrictModel):
     models: list[ModelConfig] = Field(min_length=1)
     templates_path: str = "configs/templates.yaml"
@@ -560,6 +566,7 @@ class AppConfig(StrictModel):
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     cors: CorsConfig = CorsConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @field_validator("models")
     @classmethod

@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     INVALID_STEPS = "invalid_steps"
     JOB_NOT_CANCELABLE = "job_not_cancelable"
     JOB_NOT_FOUND = "job_not_found"
+    JOB_NOT_RETRYABLE = "job_not_retryable"
     MASK_SIZE_MISMATCH = "mask_size_mismatch"
     MISSING_API_KEY = "missing_api_key"
     MISSING_IMAGE = "missing_image"

@@ -13,6 +13,7 @@ from serve_app.api.errors import COMMON_ERRORS, error_responses, install_error_h
 from serve_app.api.middleware import install_middleware
 from serve_app.api.openapi import install_openapi
 from serve_app.api.routes import catalog, chat, files, images, jobs
+from serve_app.api.routes.console import install_pages
 from serve_app.config import AppConfig
 from serve_app.jobs.store import JobStore
 from serve_app.observability.access_log import AccessLog
@@ -33,16 +34,24 @@ def create_app(parts: GatewayParts) -> FastAPI:
         version="1",
         description="Generate, edit and understand images, OpenAI-compatible, with "
         "templates, style presets and brand guides; durable jobs with signed webhooks.",
+        # Our own /docs serves Swagger UI's files from the package (FastAPI's loads a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.parts = parts
     common = error_responses(*COMMON_ERRORS)
     for router in (images.router, chat.router, catalog.router, files.router, jobs.router):
         app.include_router(router, responses=common)
+    install_pages(app, parts.images.config)
     install_error_handlers(app)
     install_middleware(
         app, parts.images.config, parts.guard, parts.images.metrics, parts.access_log
     )
-    install_openapi(app, webhooks_enabled=parts.jobs.webhooks_enabled)
+    install_openapi(
+        app,
+        webhooks_enabled=parts.jobs.webhooks_enabled,
+        keys_required=parts.images.config.auth.enabled,
+    )
     return app
 
 

@@ -1,7 +1,8 @@
 """The OpenAPI document, made to say what this deployment accepts and answers: the edit
 route's two body forms (read by hand, so FastAPI cannot see them), a malformed request as
-the 400 envelope it gets (FastAPI would document a 422 of its own shape), and no
-`callback_url` where webhooks are off (such a request is refused)."""
+the 400 envelope it gets (FastAPI would document a 422 of its own shape), the bearer key
+where keys are on, and no `callback_url` where webhooks are off (such a request is
+refused)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from serve_app.api.errors import ERROR_DESCRIPTIONS
 from serve_app.protocol import MAX_IMAGES, ImageEditRequest
+from serve_app.security.scopes import PUBLIC, required_access
 
 SCHEMAS = "#/components/schemas/"
 BINARY = {"type": "string", "format": "binary"}
@@ -35,7 +37,7 @@ CALLBACK_SCHEMAS = (
 )
 
 
-def install_openapi(app: FastAPI, *, webhooks_enabled: bool) -> None:
+def install_openapi(app: FastAPI, *, webhooks_enabled: bool, keys_required: bool) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -45,6 +47,8 @@ def install_openapi(app: FastAPI, *, webhooks_enabled: bool) -> None:
                 routes=app.routes,
             )
             _describe_edit_bodies(schema)
+            if keys_required:
+                _declare_api_keys(schema)
             _validation_errors_are_400(schema)
             if not webhooks_enabled:
                 _without_callbacks(schema)
@@ -52,6 +56,25 @@ def install_openapi(app: FastAPI, *, webhooks_enabled: bool) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_api_keys(schema: dict[str, Any]) -> None:
+    """A bearer scheme on every route that takes a key, so /docs offers "Authorize" and
+    generated clients send `Authorization: Bearer <key>`. Not declared where keys are off
+    (anonymous on 127.0.0.1): there the routes take none."""
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from `image-service-keys create` "
+            "(or send it in the `x-api-key` header).",
+        }
+    }
+    for path, operations in schema["paths"].items():
+        if required_access(path) == PUBLIC:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"apiKey": []}]
 
 
 def _describe_edit_bodies(schema: dict[str, Any]) -> None:

@@ -16,9 +16,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
-from serve_app.errors import ErrorCode, InvalidRequestError, NotFoundError, ServiceError
+from serve_app.errors import (
+    ConflictError,
+    ErrorCode,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceError,
+)
 from serve_app.jobs.records import JobRecord, NewJob
 from serve_app.jobs.store import JobStore, new_id
 from serve_app.jobs.views import batch_object, job_object
@@ -47,6 +53,9 @@ class JobStreamEvent:
     id: int | None
     kind: str
     data: dict[str, Any]
+
+
+JOB_ITEM: TypeAdapter[JobItem] = TypeAdapter(JobItem)
 
 
 def request_hash(route: str, body: BaseModel) -> str:
@@ -85,6 +94,26 @@ class JobService:
             tenant, idempotency_key, request_hash("jobs", body), [job], batch=None
         )
         return await self.read_job(tenant, job_id, base_url=None), replayed
+
+    async def retry_job(
+        self, tenant: str, job_id: str, authorize: Callable[[str], None]
+    ) -> dict[str, Any]:
+        """A new job with a failed or canceled job's request, seed and metadata: checked
+        again as a new submission (the model, the key's scopes, the callback URL)."""
+        job = await self.find_job(tenant, job_id)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+            raise ConflictError(
+                f"job {job_id!r} is {job.status}; only a failed or canceled job can be retried",
+                code=ErrorCode.JOB_NOT_RETRYABLE,
+                param="job_id",
+            )
+        item = JOB_ITEM.validate_python(
+            {"type": job.type, "request": job.request, "metadata": job.client_metadata}
+        )
+        callback_url = await self._callback(job.callback_url)
+        new = await self._prepare(tenant, item, ("request",), authorize, callback_url)
+        new_job_id, _ = await self._create(tenant, None, "", [new], batch=None)
+        return await self.read_job(tenant, new_job_id, base_url=None)
 
     async def submit_batch(
         self,

@@ -183,6 +183,18 @@ async def cancel_job(request: Request, job_id: str, jobs: Jobs):
     return await jobs.cancel_job(tenant_of(request), job_id, str(request.base_url))
 
 
+@router.post(
+    "/v1/jobs/{job_id}/retry",
+    status_code=202,
+    response_model=JobObject,
+    responses=error_responses(400, 403, 404, 409),
+)
+async def retry_job(request: Request, job_id: str, jobs: Jobs) -> JSONResponse:
+    """Queue a failed or canceled job again, as a new job with the same request and seed."""
+    job = await jobs.retry_job(tenant_of(request), job_id, authorizer(request))
+    return accepted(job, f"/v1/jobs/{job['id']}", replayed=False)
+
+
 @router.post("/v1/batches", status_code=202, response_model=BatchObject, responses=SUBMIT_ERRORS)
 async def create_batch(
     request: Request,
