@@ -56,5 +56,6 @@ document.getElementById("key-form").addEventListener("submit", (event) => {
   reload();
 });
 
+addEventListener("hashchange", () => showTab(location.hash.slice(1)));
 showTab(location.hash.slice(1));
 reload();

@@ -21,9 +21,12 @@ export function setStatus(panel, text) {
   panel.querySelector("[data-status]").textContent = text || "";
 }
 
+let shownFailure = null;
+
 /** Shows a failure in the page banner (and the panel's status line), in words. */
 export function showError(failure, panel) {
   const banner = document.getElementById("banner");
+  shownFailure = failure;
   banner.textContent = describe(failure);
   banner.hidden = false;
   if (panel) setStatus(panel, "");
@@ -31,9 +34,15 @@ export function showError(failure, panel) {
 
 export function clearError() {
   const banner = document.getElementById("banner");
+  shownFailure = null;
   banner.hidden = true;
   banner.textContent = "";
 }
+
+// The banner's words follow the language switch.
+document.addEventListener("languagechange", () => {
+  if (shownFailure) document.getElementById("banner").textContent = describe(shownFailure);
+});
 
 export function dataUrl(b64, format = "png") {
   return `data:image/${format === "jpeg" ? "jpeg" : format};base64,${b64}`;
@@ -69,7 +78,7 @@ export function showCode(panel, request) {
   const files = Object.entries(request.files || {});
   if (files.length) {
     const list = box.querySelector(".files");
-    list.append(t("code.files"), " ");
+    list.append(el("span", { "data-i18n": "code.files", text: t("code.files") }), " ");
     for (const [name, blob] of files) {
       list.append(el("a", { href: URL.createObjectURL(blob), download: name, "data-file": name, text: name }), " ");
     }

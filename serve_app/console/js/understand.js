@@ -7,8 +7,24 @@ import { blobToDataUrl, clearError, el, seconds, setStatus, showCode, showError 
 
 const panel = document.getElementById("panel-understand");
 const form = document.getElementById("understand-form");
+// An e-commerce audit: the service enforces it token by token, so the answer parses.
+const AUDIT_SCHEMA = {
+  type: "object",
+  properties: {
+    verdict: { type: "string", enum: ["approve", "reject", "review"] },
+    product_visible: { type: "boolean" },
+    has_text_or_watermark: { type: "boolean" },
+    issues: { type: "array", items: { type: "string", maxLength: 40 }, maxItems: 3 },
+  },
+  required: ["verdict", "product_visible", "has_text_or_watermark", "issues"],
+  additionalProperties: false,
+};
 
 export function setUpUnderstand() {
+  form.schema.value = JSON.stringify(AUDIT_SCHEMA, null, 2);
+  form.json.addEventListener("change", () => {
+    panel.querySelector("[data-schema]").hidden = !form.json.checked;
+  });
   form.image.addEventListener("change", () => {
     const thumb = panel.querySelector("[data-thumb]");
     const file = form.image.files[0];
@@ -33,7 +49,14 @@ async function ask() {
     messages: [{ role: "user", content }],
     max_tokens: Number(form.max_tokens.value) || undefined,
   };
-  if (form.json.checked) body.response_format = { type: "json_object" };
+  if (form.json.checked) {
+    try {
+      body.response_format = responseFormat();
+    } catch (failure) {
+      setStatus(panel, t("understand.bad_schema", { message: failure.message }));
+      return;
+    }
+  }
   showCode(panel, { kind: "chat", method: "POST", path: "/v1/chat/completions", body, files });
   // What is sent: the same body, the picture inline as a data URL.
   const sent = structuredClone(body);
@@ -55,6 +78,12 @@ async function ask() {
   } catch (failure) {
     showError(failure, panel);
   }
+}
+
+function responseFormat() {
+  const text = form.schema.value.trim();
+  if (!text) return { type: "json_object" };
+  return { type: "json_schema", json_schema: { name: "audit", strict: true, schema: JSON.parse(text) } };
 }
 
 function showFields(text, table) {
