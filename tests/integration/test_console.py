@@ -169,8 +169,11 @@ def test_generate_with_a_template_streams_previews_and_offers_working_code(
     answer = client.post("/v1/images/generations", json=body).json()
     assert [base64.b64decode(item["b64_json"]) for item in answer["data"]] == shown
 
-    # The code it offers is that request, and it works as pasted.
+    # The code it offers is that request, the copy button copies it, and it works as pasted.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#panel-generate [data-copy=python]")
     python = snippet(page, "generate", "python")
+    assert page.evaluate("navigator.clipboard.readText()") == python
     assert "client.images.generate(" in python and "stream=True" in python
     run_snippet("python", python, tmp_path)
     assert [(tmp_path / f"image-{i}.png").read_bytes() for i in range(2)] == shown

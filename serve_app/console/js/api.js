@@ -4,6 +4,17 @@
 import { t } from "./i18n.js";
 
 const KEY = "console.key";
+const STATUS_OF_TYPE = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  permission_error: 403,
+  not_found_error: 404,
+  conflict_error: 409,
+  rate_limit_error: 429,
+  request_cancelled: 499,
+  service_unavailable_error: 503,
+  timeout_error: 504,
+};
 // The app's root, whatever route prefix it is served under (the page is <root>/console).
 export const API_ROOT = new URL("./", location.href);
 
@@ -89,7 +100,9 @@ export async function stream(method, path, body, onEvent, { signal } = {}) {
       if (event.data === "[DONE]") return;
       const data = JSON.parse(event.data);
       if (event.event === "error") {
-        throw new ApiError(data.error?.status ?? 500, data.error, response.headers.get("x-request-id"));
+        // After the first event the status is 200 already: the envelope's type says what.
+        const status = STATUS_OF_TYPE[data.error?.type] ?? 500;
+        throw new ApiError(status, data.error, response.headers.get("x-request-id"));
       }
       onEvent({ ...event, data });
     }

@@ -70,8 +70,9 @@ export function showCode(panel, request) {
   const snippets = { curl: curlFor(request), python: pythonFor(request) };
   for (const [kind, text] of Object.entries(snippets)) {
     box.querySelector(`[data-snippet="${kind}"]`).textContent = text;
+    const pre = box.querySelector(`[data-snippet="${kind}"]`);
     box.querySelector(`[data-copy="${kind}"]`).addEventListener("click", async (event) => {
-      await navigator.clipboard.writeText(text);
+      await copy(text, pre);
       event.target.textContent = t("code.copied");
     });
   }
@@ -84,6 +85,20 @@ export function showCode(panel, request) {
     }
   }
   box.hidden = false;
+}
+
+/** The clipboard API where the page is a secure context (https, localhost); elsewhere
+ * (plain http on a LAN address) the snippet is selected and copied the old way. */
+async function copy(text, pre) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const range = document.createRange();
+  range.selectNodeContents(pre);
+  getSelection().removeAllRanges();
+  getSelection().addRange(range);
+  document.execCommand("copy");
 }
 
 export function blobToDataUrl(blob) {
