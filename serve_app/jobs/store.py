@@ -343,13 +343,17 @@ class JobStore:
     def batch_job_ids(self, batch_id: str) -> list[str]:
         """In submission order."""
         with self._read() as connection:
-            return list(
-                connection.execute(
-                    select(jobs.c.id)
-                    .where(jobs.c.batch_id == batch_id)
-                    .order_by(jobs.c.created_at, jobs.c.id)
-                ).scalars()
-            )
+            return self._batch_job_ids(connection, batch_id)
+
+    @staticmethod
+    def _batch_job_ids(connection: Connection, batch_id: str) -> list[str]:
+        return list(
+            connection.execute(
+                select(jobs.c.id)
+                .where(jobs.c.batch_id == batch_id)
+                .order_by(jobs.c.created_at, jobs.c.id)
+            ).scalars()
+        )
 
     @staticmethod
     def _batch_counts(connection: Connection, batch_id: str) -> dict[str, int]:
@@ -715,7 +719,8 @@ class JobStore:
                 batch.id,
                 "batch.completed",
                 batch.callback_url,
-                batch_object(batch),
+                # With its job ids, in submission order, as GET /v1/batches/{id} shows them.
+                batch_object(batch, self._batch_job_ids(connection, batch.id)),
                 now,
             )
 

@@ -260,6 +260,7 @@ def test_a_batch_completes_with_one_signed_webhook(client, webhook_receiver):
     assert [e["type"] for e in events] == ["batch.completed"]
     assert events[0]["data"]["counts"]["succeeded"] == 4
     assert events[0]["data"]["metadata"] == {"import": "spring-catalog"}
+    assert events[0]["data"]["job_ids"] == batch["job_ids"]
 
 
 def test_webhooks_are_retried_after_500_with_the_same_id_and_body(client, webhook_receiver):

@@ -283,8 +283,12 @@ def test_batch_completes_once_when_its_last_jobs_end_together(store_url, store):
     assert batch.status == "completed" and batch.counts == {"succeeded": 6}
     assert batch.client_metadata == {"import": "spring"}
     assert store.get_batch(batch_id, "other") is None
-    events = [d.event for d in deliveries(store)]
-    assert events == ["batch.completed"]
+    (delivery,) = deliveries(store)
+    assert delivery.event == "batch.completed"
+    # The webhook names the batch's jobs, in submission order, as GET does.
+    payload = json.loads(delivery.payload)
+    assert payload["data"]["job_ids"] == store.batch_job_ids(batch_id)
+    assert sorted(payload["data"]["job_ids"]) == sorted(job.id for job in claimed)
 
 
 def test_delivery_lease_and_outcomes(store, clock):
