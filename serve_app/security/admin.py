@@ -79,7 +79,14 @@ def _print_issued(issued: IssuedKey) -> None:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="image-service-keys", description=__doc__.split("\n")[0])
-    top.add_argument("--config", type=Path, default=Path("configs/local.yaml"))
+    # Required: a default would quietly write keys to another deployment's database.
+    top.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="the Serve config whose auth.database_url holds the keys, "
+        "e.g. configs/production.yaml (configs/local.yaml on a laptop)",
+    )
     top.add_argument("--app", help="application name in the Serve config (default: first)")
     commands = top.add_subparsers(dest="command", required=True)
 

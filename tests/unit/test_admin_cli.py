@@ -120,3 +120,16 @@ def test_a_key_naming_a_model_the_config_does_not_serve_is_made_with_a_warning(c
         "--scopes", "generate", "--models", "sd-tiny",
     )  # fmt: skip
     assert "warning" not in quiet.stderr
+
+
+def test_the_config_is_never_guessed(tmp_path):
+    """Without --config it stops, rather than write keys to whatever database a default
+    config names (a laptop's, when ops meant production's)."""
+    script = Path(sys.executable).parent / "image-service-keys"
+    env = {**os.environ, "IMAGE_SERVICE_KEY_PEPPER": PEPPER}
+    listed = subprocess.run(
+        [str(script), "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 2
+    assert "--config" in listed.stderr and "Traceback" not in listed.stderr
+    assert not (tmp_path / "data").exists()
