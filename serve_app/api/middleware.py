@@ -209,6 +209,8 @@ class DoorMiddleware:
                 required_access(path), _headers(scope), server[0], self.gateway.timeout_for(path)
             )
         except Refusal as refusal:
+            if refusal.principal is not None:  # a valid key, refused: log its tenant
+                scope.setdefault("state", {})["principal"] = refusal.principal
             return await _answer(scope, receive, send, refusal.error, refusal.headers)
         if granted is None:
             return await self.app(scope, receive, send)

@@ -40,12 +40,19 @@ BACKEND_ERROR_LOG_EVERY_S = 30.0
 
 
 class Refusal(Exception):
-    """An answer the door gives instead of the route: an error plus headers."""
+    """An answer the door gives instead of the route: an error plus headers, and whose
+    key it was when the key was valid (so the access log names the tenant refused)."""
 
-    def __init__(self, error: ServiceError, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        error: ServiceError,
+        headers: dict[str, str] | None = None,
+        principal: Principal | None = None,
+    ):
         super().__init__(error.message)
         self.error = error
         self.headers = headers or {}
+        self.principal = principal
 
 
 @dataclass
@@ -159,6 +166,7 @@ class Guard:
                     "WWW-Authenticate": BEARER_CHALLENGE
                     + f', error="insufficient_scope", scope="{access}"'
                 },
+                principal,
             )
         return principal
 
@@ -190,11 +198,16 @@ class Guard:
                         code=ErrorCode.RATE_LIMITER_UNAVAILABLE,
                     ),
                     {"Retry-After": "1"},
+                    granted.principal,
                 ) from None
             return
         granted.headers = rate_limit_headers(admission.buckets)
         if admission.status != "admitted":
-            raise Refusal(self._limit_error(admission), self._limit_headers(admission, granted))
+            raise Refusal(
+                self._limit_error(admission),
+                self._limit_headers(admission, granted),
+                granted.principal,
+            )
         granted.slots_key, granted.slot = slots_key, admission.slot
 
     @staticmethod

@@ -101,6 +101,7 @@ def http(config, sink, engine, log_stream):
     keys = KeyStore.open(config.auth.database_url, KeyHasher(pepper_from_environment(PEPPER_ENV)))
     default_key = keys.create_key("default", "tests", SCOPES).key
     acme_key = keys.create_key("acme", "tests", SCOPES).key
+    acme_chat_key = keys.create_key("acme", "chat only", ["chat"]).key
     logger = logging.getLogger("test.observability.access")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -118,6 +119,7 @@ def http(config, sink, engine, log_stream):
     headers = {"Authorization": f"Bearer {default_key}"}
     with TestClient(app, headers=headers) as client:
         client.acme_key = acme_key
+        client.acme_chat_key = acme_chat_key
         client.default_key = default_key
         yield client
     logger.removeHandler(handler)
@@ -226,6 +228,17 @@ def test_tenant_comes_from_the_principal(http, log_stream):
     [(_, entry)] = access_lines(log_stream, "unit-ten-1")
     assert entry["tenant"] == "acme"
     assert entry["model"] is None and entry["images"] == 0
+
+
+def test_a_valid_key_refused_at_the_door_is_logged_under_its_tenant(http, log_stream):
+    response = http.post(
+        "/v1/images/generations",
+        json={"model": "sd-unit", "prompt": "x"},
+        headers={"x-request-id": "unit-ten-2", "Authorization": f"Bearer {http.acme_chat_key}"},
+    )
+    assert response.status_code == 403
+    [(_, entry)] = access_lines(log_stream, "unit-ten-2")
+    assert entry["tenant"] == "acme" and entry["error_code"] == "insufficient_scope"
 
 
 def test_prompt_excerpt_limits():
