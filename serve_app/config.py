@@ -9,10 +9,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from serve_app.environment import KEY_PEPPER_ENV
+from serve_app.environment import (
+    JOB_STORE_URL_ENV,
+    KEY_DATABASE_URL_ENV,
+    KEY_PEPPER_ENV,
+    REDIS_URL_ENV,
+)
 from serve_app.families import FAMILIES, FAMILY_NAMES, FamilyTraits, Task
 
 RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater", "JobRunner"}
@@ -27,8 +33,20 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def without_password(url: str | None, variable: str) -> str | None:
+    """Ray Serve logs an application's args, so a URL there may not carry a password:
+    the whole URL goes in the environment variable that overrides the field."""
+    if url and urlsplit(url).password:
+        raise ValueError(
+            f"this URL carries a password, and Serve logs the config: set ${variable} to "
+            "the whole URL instead (it overrides this field), and leave the password out here"
+        )
+    return url
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A refused value is not echoed in the error: it may be a secret (and errors are logged).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ModelDefaults(StrictModel):
@@ -369,6 +387,7 @@ class AuthConfig(StrictModel):
     # served, and the Gateway refuses to start when the proxy binds anything else.
     allow_anonymous_on_loopback: bool = False
     # SQLite for one machine; PostgreSQL (postgresql+psycopg://...) for several nodes.
+    # $IMAGE_SERVICE_KEY_DATABASE_URL overrides it, so a password stays out of YAML.
     database_url: str = "sqlite:///./data/keys.db"
     pepper_env: str = Field(KEY_PEPPER_ENV, pattern=r"^[A-Z_][A-Z0-9_]*$")
     # How long a replica trusts a key it has checked: revocation takes this long at most.
@@ -381,7 +400,7 @@ class AuthConfig(StrictModel):
     def _supported_database(cls, value: str) -> str:
         if not value.startswith(KEY_DATABASE_SCHEMES):
             raise ValueError(f"database_url must start with one of {KEY_DATABASE_SCHEMES}")
-        return value
+        return without_password(value, KEY_DATABASE_URL_ENV)
 
     @model_validator(mode="after")
     def _anonymous_is_explicit(self) -> AuthConfig:
@@ -403,6 +422,7 @@ class RateLimitConfig(StrictModel):
 
     enabled: bool = True
     # redis://host:port/db; unset: counted in each replica's memory (one replica only).
+    # $IMAGE_SERVICE_REDIS_URL overrides it, so a password stays out of YAML.
     redis_url: str | None = None
     requests_per_minute: int = Field(600, ge=1)
     # In-flight requests per tenant; a slot expires on its own after the route's timeout,
@@ -415,6 +435,11 @@ class RateLimitConfig(StrictModel):
     on_backend_error: Literal["allow", "deny"] = "allow"
     redis_timeout_s: float = Field(0.5, gt=0, le=10)
     key_prefix: str = Field("image-service:limits", min_length=1)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_without_password(cls, value: str | None) -> str | None:
+        return without_password(value, REDIS_URL_ENV)
 
     def limits_for(self, tenant: str) -> tuple[int, int]:
         """(requests per minute, max concurrent) for this tenant."""
@@ -539,6 +564,11 @@ class JobsConfig(StrictModel):
     events_poll_s: float = Field(0.25, gt=0, le=10)
     event_stream_s: float = Field(300.0, ge=1, le=3600)
     webhooks: WebhookConfig = WebhookConfig()
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url_without_password(cls, value: str) -> str:
+        return without_password(value, JOB_STORE_URL_ENV)
 
 
 class ObservabilityConfig(StrictModel):

@@ -11,6 +11,10 @@ import os
 
 # A job store URL with its password; overrides `jobs.store_url`.
 JOB_STORE_URL_ENV = "IMAGE_SERVICE_JOB_STORE_URL"
+# The API keys' database URL with its password; overrides `auth.database_url`.
+KEY_DATABASE_URL_ENV = "IMAGE_SERVICE_KEY_DATABASE_URL"
+# The rate limiter's Redis URL with its password; overrides `rate_limits.redis_url`.
+REDIS_URL_ENV = "IMAGE_SERVICE_REDIS_URL"
 # Space-separated `whsec_...` secrets; used when `jobs.webhooks.secrets` is empty.
 WEBHOOK_SECRETS_ENV = "IMAGE_SERVICE_WEBHOOK_SECRETS"
 # Signs local /files URLs; used when `storage.signing_secret` is unset.
@@ -21,6 +25,14 @@ KEY_PEPPER_ENV = "IMAGE_SERVICE_KEY_PEPPER"
 
 def job_store_url(configured: str) -> str:
     return os.environ.get(JOB_STORE_URL_ENV) or configured
+
+
+def key_database_url(configured: str) -> str:
+    return os.environ.get(KEY_DATABASE_URL_ENV) or configured
+
+
+def redis_url(configured: str | None) -> str | None:
+    return os.environ.get(REDIS_URL_ENV) or configured
 
 
 def webhook_secrets(configured: list[str]) -> list[str]:

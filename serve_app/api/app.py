@@ -86,7 +86,7 @@ def gateway_parts(
     logger.info(
         "API keys %s; rate limits %s",
         "on" if config.auth.enabled else "off",
-        ("shared via Redis" if limits.redis_url else "in this replica only")
+        ("shared via Redis" if environment.redis_url(limits.redis_url) else "in this replica only")
         if limits.enabled
         else "off",
     )

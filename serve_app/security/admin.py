@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from serve_app import environment
 from serve_app.config import AppConfig
 from serve_app.security.key_store import IssuedKey, KeyNotFound, KeyStore, expiry_in
 from serve_app.security.keys import ApiKeyRecord, KeyHasher, pepper_from_environment
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    store = KeyStore.open(config.auth.database_url, hasher)
+    store = KeyStore.open(environment.key_database_url(config.auth.database_url), hasher)
     try:
         return run(args, store, {model.name for model in config.models})
     except (KeyNotFound, ValueError) as error:

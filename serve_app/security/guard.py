@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from serve_app import environment
 from serve_app.config import AppConfig, AuthConfig, RateLimitConfig
 from serve_app.errors import (
     AuthenticationError,
@@ -245,14 +246,11 @@ def build_guard(config: AppConfig) -> Guard:
     authenticator = None
     if config.auth.enabled:
         hasher = KeyHasher(pepper_from_environment(config.auth.pepper_env))
-        store = KeyStore.open(config.auth.database_url, hasher)
+        store = KeyStore.open(environment.key_database_url(config.auth.database_url), hasher)
         authenticator = Authenticator(store, config.auth.cache_ttl_s, config.auth.last_used_every_s)
     limiter: LimiterBackend | None = None
     if config.rate_limits.enabled:
         limits = config.rate_limits
-        limiter = (
-            RedisLimiter(limits.redis_url, limits.redis_timeout_s)
-            if limits.redis_url
-            else LocalLimiter()
-        )
+        redis_url = environment.redis_url(limits.redis_url)
+        limiter = RedisLimiter(redis_url, limits.redis_timeout_s) if redis_url else LocalLimiter()
     return Guard(config.auth, config.rate_limits, authenticator, limiter)

@@ -29,10 +29,11 @@ def config_file(tmp_path) -> Path:
     return path
 
 
-def cli(config_file: Path, *argv: str, pepper: str | None = PEPPER):
+def cli(config_file: Path, *argv: str, pepper: str | None = PEPPER, **variables: str):
     env = {k: v for k, v in os.environ.items() if k != "IMAGE_SERVICE_KEY_PEPPER"}
     if pepper is not None:
         env["IMAGE_SERVICE_KEY_PEPPER"] = pepper
+    env.update(variables)
     return subprocess.run(
         [sys.executable, "-m", "serve_app.security.admin", "--config", str(config_file), *argv],
         cwd=REPO,
@@ -133,3 +134,16 @@ def test_the_config_is_never_guessed(tmp_path):
     assert listed.returncode == 2
     assert "--config" in listed.stderr and "Traceback" not in listed.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_the_key_database_url_from_the_environment_wins(config_file, tmp_path):
+    """Where the URL carries a password it lives in $IMAGE_SERVICE_KEY_DATABASE_URL, not in
+    the Serve config; the CLI writes where the Gateway reads."""
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    created = cli(
+        config_file, "create", "--tenant", "acme", "--name", "crm", "--scopes", "generate",
+        IMAGE_SERVICE_KEY_DATABASE_URL=elsewhere,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "elsewhere.db").exists()
+    assert store_for(config_file).list_keys() == []

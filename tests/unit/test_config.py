@@ -250,3 +250,29 @@ def test_task_follows_family_and_a_contradiction_fails(local_args):
     assert AppConfig.model_validate(local_args).models[0].task == "image-edit"
     local_args["models"] = [{**edit, "task": "text-to-image"}]
     assert "serves task 'image-edit'" in validation_message(local_args)
+
+
+PASSWORD_URLS = {
+    ("jobs", "store_url"): "postgresql+psycopg://jobs:hunter2@db/jobs",
+    ("auth", "database_url"): "postgresql+psycopg://keys:hunter2@db/keys",
+    ("rate_limits", "redis_url"): "redis://:hunter2@redis:6379/0",
+}
+
+
+@pytest.mark.parametrize(
+    ("place", "variable"),
+    [
+        (("jobs", "store_url"), "IMAGE_SERVICE_JOB_STORE_URL"),
+        (("auth", "database_url"), "IMAGE_SERVICE_KEY_DATABASE_URL"),
+        (("rate_limits", "redis_url"), "IMAGE_SERVICE_REDIS_URL"),
+    ],
+)
+def test_a_password_in_a_url_is_refused_naming_the_variable(place, variable):
+    """Serve logs an application's args: a password there would reach every log."""
+    section, field = place
+    args = copy.deepcopy(yaml.safe_load(LOCAL_YAML.read_text())["applications"][0]["args"])
+    args[section] = {**args.get(section, {}), field: PASSWORD_URLS[place]}
+    message = validation_message(args)
+    assert f"${variable}" in message and "hunter2" not in message
+    args[section][field] = PASSWORD_URLS[place].replace(":hunter2", "")
+    AppConfig.model_validate(args)
