@@ -72,6 +72,17 @@ def test_production_gives_each_model_a_gpu_and_bounded_queue():
         assert model.device == "cuda" and model.dtype in ("bfloat16", "float16")
 
 
+def test_production_keeps_two_of_each_service_part_on_different_nodes():
+    """A node lost takes at most one Gateway, PromptTemplater and JobRunner with it."""
+    raw = yaml.safe_load((CONFIGS / "production.yaml").read_text())
+    deployments = {d["name"]: d for d in raw["applications"][0]["deployments"]}
+    for name in ("Gateway", "PromptTemplater", "JobRunner"):
+        deployment = deployments[name]
+        assert deployment["max_replicas_per_node"] == 1, name
+        least = deployment.get("num_replicas") or deployment["autoscaling_config"]["min_replicas"]
+        assert least >= 2, name
+
+
 def test_production_answers_overload_and_logs_json():
     schema = check_serve_config(yaml.safe_load((CONFIGS / "production.yaml").read_text()), "prod")
     app = schema.applications[0]
