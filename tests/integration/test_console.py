@@ -333,6 +333,36 @@ def test_jobs_show_live_progress_to_the_end_and_cancel_and_retry(page, base_url,
     page.wait_for_selector(f"tr[data-job='{retried}']")
     client.delete(f"/v1/jobs/{retried}")
 
+    # Refreshed, the list is newest first, as the API gives it.
+    page.eval_on_selector("#panel-jobs [data-status]", "node => (node.textContent = '')")
+    page.click("#panel-jobs [data-action=refresh]")
+    page.wait_for_function(
+        "() => document.querySelector('#panel-jobs [data-status]').textContent.includes('jobs')"
+    )
+    shown = page.eval_on_selector_all(
+        "#panel-jobs tr[data-job]", "rows => rows.map(r => r.dataset.job)"
+    )
+    listed = [job["id"] for job in client.get("/v1/jobs", params={"limit": 50}).json()["data"]]
+    assert shown == listed and shown[0] == retried
+
+
+def test_stop_ends_a_streamed_generation(page, base_url):
+    open_console(page, base_url)
+    page.select_option("#generate-form [name=model]", "sd-slow-tiny")
+    page.fill("#generate-form [name=prompt]", "a very long exposure")
+    page.fill("#generate-form [name=size]", "64x64")
+    # Previews come at a third and two thirds of the steps; the rest takes seconds more.
+    page.fill("#generate-form [name=steps]", "900")
+    page.click("#generate-form button[type=submit]")
+    # A preview has come: the stream is open and the model is working on it.
+    page.wait_for_selector("#panel-generate img.preview", timeout=WAIT_MS)
+    page.click("#generate-form [data-action=stop]")
+    page.wait_for_function(
+        "() => document.querySelector('#panel-generate [data-status]').textContent === 'Stopped.'"
+    )
+    assert page.is_hidden("#generate-form [data-action=stop]")
+    assert page.locator("#panel-generate figure.result").count() == 0
+
 
 def test_the_console_fits_a_tablet(browser, base_url):
     context = browser.new_context(viewport=TABLET)

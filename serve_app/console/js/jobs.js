@@ -35,7 +35,8 @@ export async function refreshJobs() {
     const list = await call("GET", path);
     rows.replaceChildren();
     jobs.clear();
-    for (const job of list.data) render(job);
+    // Newest first, as listed: each new row goes on top, so the oldest is rendered first.
+    for (const job of [...list.data].reverse()) render(job);
     setStatus(panel, list.data.length ? t("jobs.count", { count: list.data.length }) : t("jobs.none"));
     for (const job of list.data) if (!TERMINAL.has(job.status)) followJob(job);
   } catch (failure) {
