@@ -13,9 +13,10 @@ from serve_app.config import AppConfig
 from serve_app.observability.ray_adapter import (
     SERVE_EXTRA_FIELDS_KEY,
     replica_metrics,
+    route_app_logs,
     serve_logger,
 )
-from serve_app.ray_adapter import backends, proxy_host, replica_counts
+from serve_app.ray_adapter import backends, deployment_replicas, proxy_host
 from serve_app.security.loopback import check_anonymous_bind
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Gateway:
         models: dict[str, DeploymentHandle],
         job_runner: DeploymentHandle,
     ):
+        route_app_logs()
         # The Gateway does not call the JobRunner; holding its handle makes Serve deploy it.
         self.job_runner = job_runner
         if not config.auth.enabled:
@@ -51,7 +53,7 @@ class Gateway:
             metrics=replica_metrics(),
             access_logger=serve_logger(),
             access_log_extra_key=SERVE_EXTRA_FIELDS_KEY,
-            replica_counts=replica_counts,
+            deployment_replicas=deployment_replicas,
         )
 
     def __serve_build_asgi_app__(self):

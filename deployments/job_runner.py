@@ -13,7 +13,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import AppConfig
-from serve_app.observability.ray_adapter import replica_metrics
+from serve_app.observability.ray_adapter import replica_metrics, route_app_logs
 from serve_app.ray_adapter import backends
 from serve_app.service.chat import ChatService
 from serve_app.service.images import open_image_service
@@ -27,6 +27,7 @@ class JobRunner:
     async def __init__(
         self, config: AppConfig, templater: DeploymentHandle, models: dict[str, DeploymentHandle]
     ):
+        route_app_logs()
         prompts, model_backends = backends(templater, models)
         images = open_image_service(config, prompts, model_backends, replica_metrics())
         chat = ChatService(config, model_backends, images.image_inputs)  # type: ignore[arg-type]

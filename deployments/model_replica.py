@@ -20,7 +20,7 @@ from serve_app.jobs.progress import ProgressReporter
 from serve_app.models.engine import ModelEngine, ModelSpec
 from serve_app.models.image_replica import ImageReplica
 from serve_app.models.spec import GenerationResult, PartialImage, StreamAccepted
-from serve_app.observability.ray_adapter import replica_metrics
+from serve_app.observability.ray_adapter import replica_metrics, route_app_logs
 from serve_app.ray_adapter import assigned_cpu_threads
 
 logger = logging.getLogger("ray.serve")
@@ -29,6 +29,7 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=30)
 class ModelReplica:
     def __init__(self, model: ModelConfig, tiny_cache: str, jobs: JobsConfig):
+        route_app_logs()
         # Durable jobs in a batch get their steps and previews written to the job store,
         # and stop when the store says they were canceled.
         progress = ProgressReporter(environment.job_store_url(jobs.store_url))

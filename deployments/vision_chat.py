@@ -14,13 +14,14 @@ from serve_app.config import ModelConfig
 from serve_app.models.chat_engine import ChatEngine
 from serve_app.models.chat_replica import ChatReplica
 from serve_app.models.chat_spec import ChatDeltas, ChatResult, ChatSpec
-from serve_app.observability.ray_adapter import replica_metrics
+from serve_app.observability.ray_adapter import replica_metrics, route_app_logs
 from serve_app.ray_adapter import assigned_cpu_threads
 
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=30)
 class VisionChat:
     def __init__(self, model: ModelConfig, tiny_cache: str):
+        route_app_logs()
         engine = ChatEngine(
             model, Path(tiny_cache), replica_metrics(), cpu_threads=assigned_cpu_threads()
         )

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.environment import (
     JOB_STORE_URL_ENV,
     KEY_DATABASE_URL_ENV,
     KEY_PEPPER_ENV,
     REDIS_URL_ENV,
+    S3_CREDENTIALS_ENV,
+    SIGNING_SECRET_ENV,
+    WEBHOOK_SECRETS_ENV,
 )
 from serve_app.families import FAMILIES, FAMILY_NAMES, FamilyTraits, Task
 
@@ -42,6 +45,41 @@ def without_password(url: str | None, variable: str) -> str | None:
             "the whole URL instead (it overrides this field), and leave the password out here"
         )
     return url
+
+
+# Values that can only be secrets: webhook secrets and this service's API keys.
+SECRET_LOOKING = re.compile(r"^(whsec_|sk-[A-Za-z0-9]{12}-)")
+
+
+def refuse_secret_fields(data: Any, instead: dict[str, str]) -> Any:
+    """Serve logs an application's args, so secrets never come from them: each field in
+    `instead` is refused with where its value goes (an environment variable)."""
+    if isinstance(data, dict):
+        for field, where in instead.items():
+            if field in data:
+                raise ValueError(
+                    f"{field} is not read from the config (Serve logs it): {where}; "
+                    "README, Deploy checklist"
+                )
+    return data
+
+
+def find_secret_looking(value: Any, path: str = "") -> str | None:
+    """The path of the first string in `value` that looks like a secret, if any."""
+    if isinstance(value, str):
+        return path or "args" if SECRET_LOOKING.match(value) else None
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = find_secret_looking(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
 
 
 class StrictModel(BaseModel):
@@ -299,8 +337,8 @@ class ModelConfig(StrictModel):
 
 class S3Config(StrictModel):
     """Any S3-compatible store, through boto3. Credentials come from boto3's standard chain
-    (environment, shared files, instance or pod role): keep them out of YAML files. The key
-    fields exist for stores without such a chain; pass them through the environment."""
+    only (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, shared files, instance or pod role),
+    never from the config, which Serve logs."""
 
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     # Prepended to every key, e.g. "images/prod/"; folder names only, ending in "/".
@@ -310,34 +348,39 @@ class S3Config(StrictModel):
     region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$")
     # "path" for most self-hosted stores; "virtual" is what AWS prefers.
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
     # Bounded so a dead store fails a request in seconds, not minutes.
     connect_timeout_s: float = Field(3.0, gt=0, le=60)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
     # boto's "standard" retry mode; attempts count the first try (botocore's total_max_attempts).
     max_attempts: int = Field(3, ge=1, le=10)
 
-    @model_validator(mode="after")
-    def _key_pair(self) -> S3Config:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("give both access_key_id and secret_access_key, or neither")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        variables = " and ".join(f"${name}" for name in S3_CREDENTIALS_ENV)
+        where = f"set {variables} (or use a shared credentials file or the node's role)"
+        return refuse_secret_fields(data, {"access_key_id": where, "secret_access_key": where})
 
 
 class StorageConfig(StrictModel):
     kind: Literal["local", "s3"] = "local"
     # local: the folder; every Gateway replica must see the same one.
     root: str = "./data/images"
-    # local: secret for signing /files URLs. Unset: read from $IMAGE_SERVICE_SIGNING_SECRET,
-    # else a random key kept in <root>/.signing_key, shared by every local replica.
-    signing_secret: str | None = Field(None, min_length=16)
+    # local: /files URLs are signed with $IMAGE_SERVICE_SIGNING_SECRET, else a random key
+    # kept in <root>/.signing_key, shared by every replica that sees the folder.
     # How long a returned URL works: signed /files URLs, or S3 presigned URLs.
     url_ttl_s: int = Field(3600, ge=10, le=7 * 24 * 3600)
     # local: absolute base for returned URLs (e.g. https://images.example.com); else the
     # request's.
     public_base_url: str | None = None
     s3: S3Config | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_signing_secret(cls, data: Any) -> Any:
+        return refuse_secret_fields(
+            data, {"signing_secret": f"set ${SIGNING_SECRET_ENV} (16+ bytes)"}
+        )
 
     @model_validator(mode="after")
     def _backend_settings(self) -> StorageConfig:
@@ -513,12 +556,12 @@ class ImageInputConfig(StrictModel):
 
 
 class WebhookConfig(StrictModel):
-    """Signed callbacks (Standard Webhooks) for jobs and batches."""
+    """Signed callbacks (Standard Webhooks) for jobs and batches. The secrets are
+    $IMAGE_SERVICE_WEBHOOK_SECRETS (`whsec_<base64>`, space-separated, more than one while
+    rotating: each delivery is signed with all); with none, webhooks are off."""
 
-    # `whsec_<base64>` secrets; more than one while rotating (each delivery is signed with
-    # all). Unset: read from $IMAGE_SERVICE_WEBHOOK_SECRETS (space-separated). With none,
-    # requests that ask for a callback are refused.
-    secrets: list[str] = Field(default_factory=list)
+    # False: callbacks are refused even where the secrets are set.
+    enabled: bool = True
     # Callback URLs pass the same SSRF rules as image URLs; these exempt exact hosts.
     allow_http: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
@@ -528,13 +571,11 @@ class WebhookConfig(StrictModel):
         default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000], min_length=1
     )
 
-    @field_validator("secrets")
+    @model_validator(mode="before")
     @classmethod
-    def _whsec(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not value.startswith("whsec_") or len(value) < 30:
-                raise ValueError("webhook secrets look like whsec_<base64 of 24+ bytes>")
-        return values
+    def _no_secrets(cls, data: Any) -> Any:
+        where = f"set ${WEBHOOK_SECRETS_ENV} (space-separated whsec_... values)"
+        return refuse_secret_fields(data, {"secrets": where})
 
 
 class JobsConfig(StrictModel):
@@ -548,6 +589,8 @@ class JobsConfig(StrictModel):
     lease_s: float = Field(30.0, ge=1, le=3600)
     # A job whose worker was lost this many times ends failed instead of running again.
     max_attempts: int = Field(3, ge=1, le=20)
+    # Lost model replicas a job may meet without spending an attempt (README, Jobs).
+    max_replica_losses: int = Field(5, ge=0, le=100)
     # Jobs one JobRunner replica runs at once (they share the models' batches).
     runner_concurrency: int = Field(16, ge=1, le=1024)
     poll_interval_s: float = Field(0.5, gt=0, le=60)
@@ -597,6 +640,18 @@ class AppConfig(StrictModel):
     rate_limits: RateLimitConfig = RateLimitConfig()
     cors: CorsConfig = CorsConfig()
     console: ConsoleConfig = ConsoleConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_values(cls, data: Any) -> Any:
+        path = find_secret_looking(data)
+        if path:
+            raise ValueError(
+                f"{path} looks like a secret (a webhook secret or an API key), and Serve logs "
+                "the config: secrets come from environment variables (README, Deploy "
+                "checklist)"
+            )
+        return data
 
     @field_validator("models")
     @classmethod

@@ -14,12 +14,26 @@ from sqlalchemy.engine import make_url
 SCHEMA_LOCK_ID = 0x1A6E5E4E
 # Execution option marking a transaction that will write (see `write_transaction`).
 WRITES = "image_service_writes"
+CONNECT_TIMEOUT_S = 5
+
+
+def ping(engine: Engine) -> None:
+    """Raises unless the database answers a trivial query."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def open_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=8)
+        # A database that does not answer fails a connection in seconds, not minutes.
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=4,
+            max_overflow=8,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        )
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -380,13 +380,46 @@ class StyleList(APIModel):
     brands: list[BrandCard]
 
 
-class HealthReport(APIModel):
-    """`ok` when every model answers; each model's replica reports itself."""
+Readiness = Literal["ok", "degraded", "unavailable"]
 
-    status: Literal["ok", "degraded"]
+
+class LivenessReport(APIModel):
+    """The Gateway answers; nothing else is checked."""
+
+    status: Literal["ok"]
+
+
+class DependencyHealth(APIModel):
+    status: Literal["ok", "unreachable"]
+    # Requests fail without it (else the service is only degraded).
+    required: bool
+    reason: str | None = None
+
+
+class DeploymentHealth(APIModel):
+    """A deployment's replicas as the Serve controller sees them."""
+
+    state: Readiness
+    status: str
+    running: int
+    target: int
+    min_replicas: int
+
+
+class ReadinessReport(APIModel):
+    """`unavailable` (503) when requests would fail; `degraded` when capacity is short
+    but requests are served (README, Operations)."""
+
+    status: Readiness
+    dependencies: dict[str, DependencyHealth]
+    # None outside Ray Serve, or when the Serve controller did not answer.
+    deployments: dict[str, DeploymentHealth] | None = None
+
+
+class HealthReport(ReadinessReport):
+    """Readiness, and each model replica's own report; `ok` only when all is well."""
+
     models: list[dict[str, Any]]
-    # Running replicas per deployment, as the Serve controller sees them.
-    replicas: dict[str, Any] | None = None
 
 
 # --- vision chat (OpenAI chat completions) ------------------------------------------------

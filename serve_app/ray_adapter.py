@@ -4,6 +4,7 @@ Gateway asks the Serve controller."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,6 +18,10 @@ from serve_app.errors import ErrorCode, ServiceError, ServiceUnavailableError
 from serve_app.models.chat_spec import ChatResult, ChatSpec
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
 from serve_app.prompts import PromptRequest, RenderedPrompt
+from serve_app.service.readiness import ReplicaCount
+
+# A health check answers within seconds, whatever the controller is doing.
+CONTROLLER_TIMEOUT_S = 2.0
 
 
 async def _call(handle_method, *args) -> Any:
@@ -89,20 +94,39 @@ def backends(
     }
 
 
-async def replica_counts() -> dict[str, Any]:
-    """Running replicas per deployment, as the Serve controller reports them."""
+async def deployment_replicas() -> dict[str, ReplicaCount] | None:
+    """This application's deployments as the Serve controller sees them; None when it
+    does not answer (Serve keeps serving without it)."""
+    from ray.serve.context import _get_global_client
+
     try:
-        status = serve.status()
-    except Exception:  # the controller being busy must not fail a health check
-        return {}
-    counts = {}
-    for app in status.applications.values():
-        for name, deployment in app.deployments.items():
-            counts[name] = {
-                "status": str(deployment.status.value),
-                "replicas": dict(deployment.replica_states),
-            }
-    return counts
+        app = serve.get_replica_context().app_name
+        controller = _get_global_client()._controller
+        details = await asyncio.wait_for(
+            controller.get_serve_instance_details.remote(), CONTROLLER_TIMEOUT_S
+        )
+        deployments = details["applications"][app]["deployments"]
+    except Exception:  # a busy or restarting controller must not fail a health check
+        return None
+    return {name: replica_count(deployment) for name, deployment in deployments.items()}
+
+
+def replica_count(deployment: dict[str, Any]) -> ReplicaCount:
+    """From one deployment of the controller's `ServeInstanceDetails`."""
+    config = deployment.get("deployment_config") or {}
+    autoscaling = config.get("autoscaling_config")
+    if autoscaling:
+        floor = int(autoscaling.get("min_replicas", 1))
+    else:
+        floor = int(config.get("num_replicas") or 1)
+    running = sum(1 for r in deployment.get("replicas", []) if r.get("state") == "RUNNING")
+    status = deployment.get("status")
+    return ReplicaCount(
+        status=str(getattr(status, "value", status)),  # an enum, or its value
+        running=running,
+        target=int(deployment.get("target_num_replicas", floor)),
+        min_replicas=floor,
+    )
 
 
 def proxy_host() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,11 @@ import pytest
 from tests.databases import postgres_schema_url
 from tests.s3_server import S3Server
 
-# moto accepts any credentials; boto3 only needs some to sign with.
-S3_TEST_CREDENTIALS = {"access_key_id": "test-access-key", "secret_access_key": "test-secret"}
+# moto accepts any credentials; boto3 only needs some to sign with. The service reads them
+# from the environment (never from its config), so they are set here, before any Ray
+# worker starts, to reach the replicas too.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test-access-key")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test-secret")
 
 
 def s3_client(server: S3Server):
@@ -23,8 +27,6 @@ def s3_client(server: S3Server):
         "s3",
         endpoint_url=server.endpoint_url,
         region_name="us-east-1",
-        aws_access_key_id=S3_TEST_CREDENTIALS["access_key_id"],
-        aws_secret_access_key=S3_TEST_CREDENTIALS["secret_access_key"],
     )
 
 

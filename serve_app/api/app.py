@@ -3,16 +3,17 @@ the Gateway's parts, and the factory that makes those parts from a config."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI
 
 from serve_app import environment
-from serve_app.api.dependencies import GatewayParts, ReplicaCounts
+from serve_app.api.dependencies import DeploymentReplicas, GatewayParts
 from serve_app.api.errors import COMMON_ERRORS, error_responses, install_error_handlers
 from serve_app.api.middleware import install_middleware
 from serve_app.api.openapi import install_openapi
-from serve_app.api.routes import catalog, chat, files, images, jobs
+from serve_app.api.routes import catalog, chat, files, health, images, jobs
 from serve_app.api.routes.console import install_pages
 from serve_app.config import AppConfig
 from serve_app.jobs.store import JobStore
@@ -24,6 +25,7 @@ from serve_app.service.catalog import Catalog
 from serve_app.service.chat import ChatService
 from serve_app.service.images import open_image_service
 from serve_app.service.jobs import JobService
+from serve_app.service.readiness import Dependency
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ def create_app(parts: GatewayParts) -> FastAPI:
     )
     app.state.parts = parts
     common = error_responses(*COMMON_ERRORS)
-    for router in (images.router, chat.router, catalog.router, files.router, jobs.router):
+    routers = (images.router, chat.router, catalog.router, health.router, files.router, jobs.router)
+    for router in routers:
         app.include_router(router, responses=common)
     install_pages(app, parts.images.config)
     install_error_handlers(app)
@@ -63,7 +66,7 @@ def gateway_parts(
     metrics: ServiceMetrics | None = None,
     access_logger: logging.Logger | None = None,
     access_log_extra_key: str = "access",
-    replica_counts: ReplicaCounts | None = None,
+    deployment_replicas: DeploymentReplicas | None = None,
 ) -> GatewayParts:
     """Everything a Gateway replica holds: it opens the job store (creating its tables),
     the key store and the rate limiter the config names. Blocking: run it off the loop."""
@@ -71,9 +74,10 @@ def gateway_parts(
     chat = ChatService(config, models, images.image_inputs)  # type: ignore[arg-type]
     store = JobStore(environment.job_store_url(config.jobs.store_url))
     store.create_schema()
-    jobs = JobService(
-        images, store, environment.webhook_secrets(config.jobs.webhooks.secrets), chat=chat
-    )
+    # Webhooks off in the config: callbacks are refused (the runner still delivers those
+    # accepted before, with the secrets it has).
+    secrets = environment.webhook_secrets() if config.jobs.webhooks.enabled else []
+    jobs = JobService(images, store, secrets, chat=chat)
     observability = config.observability
     access_log = None
     if observability.access_log and access_logger is not None:
@@ -90,12 +94,18 @@ def gateway_parts(
         if limits.enabled
         else "off",
     )
+    guard = build_guard(config)
+    dependencies = (
+        Dependency("job_store", lambda: asyncio.to_thread(store.ping), required=True),
+        *(Dependency(*check) for check in guard.dependency_checks()),
+    )
     return GatewayParts(
         images=images,
         chat=chat,
         catalog=Catalog(config, prompts, models),
-        guard=build_guard(config),
+        guard=guard,
         jobs=jobs,
         access_log=access_log,
-        replica_counts=replica_counts,
+        dependencies=dependencies,
+        deployment_replicas=deployment_replicas,
     )

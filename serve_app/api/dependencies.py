@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -15,8 +15,10 @@ from serve_app.service.catalog import Catalog
 from serve_app.service.chat import ChatService
 from serve_app.service.images import ImageService
 from serve_app.service.jobs import JobService
+from serve_app.service.readiness import Dependency, ReplicaCount
 
-ReplicaCounts = Callable[[], Awaitable[dict[str, Any]]]
+# This application's deployments as the Serve controller sees them (None: it did not answer).
+DeploymentReplicas = Callable[[], Awaitable[dict[str, ReplicaCount] | None]]
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,10 @@ class GatewayParts:
     guard: Guard
     jobs: JobService
     access_log: AccessLog | None = None
-    # Running replicas per deployment, for /v1/health (only under Ray Serve).
-    replica_counts: ReplicaCounts | None = None
+    # What readiness checks: the stores and Redis the Gateway uses, and (only under Ray
+    # Serve) the deployments' replicas.
+    dependencies: tuple[Dependency, ...] = ()
+    deployment_replicas: DeploymentReplicas | None = None
 
 
 def gateway_parts(request: Request) -> GatewayParts:

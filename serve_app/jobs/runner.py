@@ -151,6 +151,18 @@ class JobRunner:
         if current is not None and current.status == JobStatus.CANCELED:
             await asyncio.to_thread(self.executor.discard, result)
 
+    async def _spends_attempt(self, job: JobRecord, code: str) -> bool:
+        """Only a job's own failure spends an attempt. A full model queue never does (the
+        job did not run); a lost model replica (its node died, it was restarted) does not
+        either, until the job has met `jobs.max_replica_losses` of them: one that takes
+        its replica down every time is a poison pill, and spends attempts from then on."""
+        if code in CAPACITY_CODES:
+            return False
+        if code == ErrorCode.REPLICA_UNAVAILABLE:
+            losses = await asyncio.to_thread(self.store.requeues_for, job.id, code)
+            return losses >= self.config.max_replica_losses
+        return True
+
     async def _failed(self, job: JobRecord, error: Exception) -> None:
         body = error_body(error)
         if is_transient(error):
@@ -158,13 +170,14 @@ class JobRunner:
                 logger.exception("job %s failed unexpectedly", job.id, exc_info=error)
             # Back off 2, 4, 8 ... s (at most a minute), jittered so retries spread out.
             delay = min(60.0, 2.0**job.attempts) * self._rng.uniform(0.8, 1.2)
+            count_attempt = await self._spends_attempt(job, body["code"])
             await asyncio.to_thread(
                 lambda: self.store.retry_job(
                     job.id,
                     job.lease_token,
                     delay_s=delay,
                     error=body,
-                    count_attempt=body["code"] not in CAPACITY_CODES,
+                    count_attempt=count_attempt,
                 )
             )
         else:

@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from serve_app.db import create_tables, open_engine, write_transaction
+from serve_app.db import create_tables, open_engine, ping, write_transaction
 from serve_app.errors import ConflictError, ErrorCode, NotFoundError, UnprocessableError
 from serve_app.jobs.records import BatchRecord, DeliveryRecord, JobEvent, JobRecord, NewJob
 from serve_app.jobs.schema import (
@@ -129,6 +129,9 @@ class JobStore:
 
     def _write(self) -> AbstractContextManager[Connection]:
         return write_transaction(self.engine)
+
+    def ping(self) -> None:
+        ping(self.engine)
 
     def _read(self) -> AbstractContextManager[Connection]:
         return self.engine.begin()
@@ -604,6 +607,23 @@ class JobStore:
                 connection, job.id, "status", {**_status_data(job), "run_after": job.run_after}, now
             )
         return job
+
+    def requeues_for(self, job_id: str, code: str) -> int:
+        """How many times the job went back to the queue after an error with this code
+        (its status events say; a job has few)."""
+        with self._read() as connection:
+            rows = connection.execute(
+                select(job_events.c.data).where(
+                    job_events.c.job_id == job_id, job_events.c.kind == "status"
+                )
+            ).scalars()
+            events = [json.loads(data) for data in rows]
+        return sum(
+            1
+            for event in events
+            if event.get("status") == JobStatus.QUEUED
+            and (event.get("error") or {}).get("code") == code
+        )
 
     def sweep_expired(self) -> tuple[int, int]:
         """Running jobs whose lease ran out (their worker died): re-queue them, or fail

@@ -1,5 +1,6 @@
 """The one place serve_app touches Ray for observability: a MetricSink over
-`ray.serve.metrics`, and the logger Serve writes replica logs with.
+`ray.serve.metrics`, and the logger Serve writes replica logs with (which the service's
+own loggers join).
 
 Create the sink inside a replica (a deployment's `__init__`): Serve then tags every
 series with its application, deployment and replica, and Ray's metrics agent exports
@@ -50,3 +51,21 @@ def replica_metrics() -> ServiceMetrics:
 
 def serve_logger() -> logging.Logger:
     return logging.getLogger(SERVE_LOGGER)
+
+
+# The packages whose module loggers are the service's own log lines.
+APP_LOGGER_NAMES = ("serve_app", "deployments")
+
+
+def route_app_logs() -> None:
+    """The service's own lines ("job runner started", "lease lost", a failed webhook)
+    go where Serve's go: this replica's log file, in its encoding (JSON in production)
+    and at its level, with its deployment and replica fields. Without this they reach no
+    file: Python's root logger has no handler in a replica. Call it first in a
+    deployment's `__init__`, once Serve has set up its logger."""
+    serve = serve_logger()
+    for name in APP_LOGGER_NAMES:
+        logger = logging.getLogger(name)
+        logger.handlers = list(serve.handlers)
+        logger.setLevel(serve.level)
+        logger.propagate = False

@@ -3,8 +3,10 @@ are they within their tenant's quotas. Raises `Refusal` with the answer to give.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from serve_app import environment
@@ -123,6 +125,19 @@ class Guard:
     async def close(self) -> None:
         if self.limiter is not None:
             await self.limiter.close()
+
+    def dependency_checks(self) -> list[tuple[str, Callable[[], Awaitable[None]], bool]]:
+        """(name, check, required) for what the door depends on, for readiness: the key
+        store, and Redis where rate limits are shared (required when its failure refuses
+        requests, `on_backend_error: deny`)."""
+        checks: list[tuple[str, Callable[[], Awaitable[None]], bool]] = []
+        if self.authenticator is not None:
+            store = self.authenticator.store
+            checks.append(("key_store", lambda: asyncio.to_thread(store.ping), True))
+        if isinstance(self.limiter, RedisLimiter) and self.limits.enabled:
+            required = self.limits.on_backend_error == "deny"
+            checks.append(("redis", self.limiter.ping, required))
+        return checks
 
     # --- who ---------------------------------------------------------------------------
 

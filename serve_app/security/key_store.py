@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from serve_app.db import create_tables, open_engine
+from serve_app.db import create_tables, open_engine, ping
 from serve_app.security.keys import ApiKeyRecord, KeyHasher, new_key, prefix_of
 from serve_app.security.scopes import SCOPES, Scope
 
@@ -97,6 +97,9 @@ class KeyStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        ping(self.engine)
 
     # --- issuing ---------------------------------------------------------------------
 

@@ -146,6 +146,9 @@ class RedisLimiter:
     async def release(self, slots_key: str, slot: str) -> None:
         await self.client.zrem(slots_key, slot)
 
+    async def ping(self) -> None:
+        await self.client.ping()
+
     async def close(self) -> None:
         await self.client.aclose()
 

@@ -92,7 +92,7 @@ def open_job_runner(
     jobs = config.jobs
     store = JobStore(environment.job_store_url(jobs.store_url))
     store.create_schema()
-    secrets = environment.webhook_secrets(jobs.webhooks.secrets)
+    secrets = environment.webhook_secrets()
     webhooks = None
     if secrets:
         sender = WebhookSender(

@@ -19,6 +19,6 @@ def build_storage(config: AppConfig) -> Storage:
     return LocalStorage(
         config.resolve_path(settings.root),
         url_ttl_s=settings.url_ttl_s,
-        signing_secret=(settings.signing_secret or "").encode() or environment.signing_secret(),
+        signing_secret=environment.signing_secret(),
         public_base_url=settings.public_base_url,
     )

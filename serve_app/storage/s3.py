@@ -30,13 +30,8 @@ _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 def make_client(config: S3Config) -> Any:
     """A boto3 S3 client with bounded timeouts and few retries. Thread-safe once made."""
-    credentials = {}
-    if config.access_key_id is not None and config.secret_access_key is not None:
-        credentials = {
-            "aws_access_key_id": config.access_key_id.get_secret_value(),
-            "aws_secret_access_key": config.secret_access_key.get_secret_value(),
-        }
-    session = boto3.session.Session(region_name=config.region, **credentials)
+    # Credentials from boto3's own chain (environment, shared files, the node's role).
+    session = boto3.session.Session(region_name=config.region)
     return session.client(
         "s3",
         endpoint_url=config.endpoint_url,

@@ -3,7 +3,9 @@ listeners on 127.0.0.1: an allowlisted image host and a "secret" one nothing may
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from serve_app.environment import WEBHOOK_SECRETS_ENV
 from serve_app.families import FAMILIES, Batching
 from tests.helpers import free_port, png_bytes, scratch_args
 
@@ -72,6 +75,24 @@ def image_host(secret_host) -> ImageHost:
 
 # A Standard Webhooks secret for tests only (whsec_ + base64 of 32 bytes).
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3cDzLKVWqb0="
+# What a node running the test applications has in its environment (secrets never come
+# from the config).
+SERVICE_ENVIRONMENT = {WEBHOOK_SECRETS_ENV: WEBHOOK_SECRET}
+
+
+@contextlib.contextmanager
+def service_environment() -> Iterator[None]:
+    """SERVICE_ENVIRONMENT in os.environ while a Ray node starts, then as it was."""
+    saved = {name: os.environ.get(name) for name in SERVICE_ENVIRONMENT}
+    os.environ.update(SERVICE_ENVIRONMENT)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass(frozen=True)
@@ -180,7 +201,6 @@ def integration_app_args(
         "sweep_interval_s": 1,
         "poll_interval_s": 0.2,
         "webhooks": {
-            "secrets": [WEBHOOK_SECRET],
             "allow_http": True,
             "allowed_hosts": webhook_hosts or [],
             "timeout_s": 3,
@@ -277,16 +297,19 @@ def serve_port(metrics_port) -> Iterator[int]:
     from ray import serve
 
     port = free_port()
-    ray.init(
-        # Logical CPUs: each replica reserves one by default, and the test applications
-        # (the main one, the contract one, the S3 one) run side by side on this node.
-        num_cpus=32,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=metrics_port,
-        # Workers push metrics every second instead of every ten.
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
+    # Ray's workers inherit the environment its node started with: the secrets go there, as
+    # on a real node, and leave this process's environment as it was.
+    with service_environment():
+        ray.init(
+            # Logical CPUs: each replica reserves one by default, and the test applications
+            # (the main one, the contract one, the S3 one) run side by side on this node.
+            num_cpus=32,
+            include_dashboard=False,
+            log_to_driver=False,
+            _metrics_export_port=metrics_port,
+            # Workers push metrics every second instead of every ten.
+            _system_config={"metrics_report_interval_ms": 1000},
+        )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

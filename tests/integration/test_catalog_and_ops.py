@@ -56,7 +56,19 @@ def test_health_reports_models_and_replicas(client):
     assert reported["qwen2.5-vl-tiny"] == "vision-chat"
     assert len(reported) == 10
     assert all(m["device"] == "cpu" for m in health["models"])
-    assert health["replicas"]["Gateway"]["replicas"]["RUNNING"] >= 1
+    deployments = health["deployments"]
+    assert set(deployments) == {"Gateway", "PromptTemplater", "JobRunner", *reported}
+    for name, deployment in deployments.items():
+        assert deployment["state"] == "ok", name
+        assert deployment["running"] == deployment["target"] >= 1, name
+    assert health["dependencies"]["job_store"]["status"] == "ok"
+
+
+def test_liveness_and_readiness(client):
+    assert client.get("/v1/health/live").json() == {"status": "ok"}
+    ready = client.get("/v1/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert ready.json()["deployments"]["sd-tiny"]["running"] >= 1
 
 
 def test_docs_and_openapi(client):

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from tests.databases import postgres_schema_url
 from tests.helpers import REPO, free_port
+from tests.integration.conftest import SERVICE_ENVIRONMENT
 from tests.integration.jobs_helpers import generation_job, verified_events, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
@@ -85,6 +87,67 @@ def test_killing_the_job_runner_replica_loses_no_job(client, app_args, webhook_r
     assert any(job["attempts"] >= 2 for job in jobs)
 
 
+def test_killing_the_model_replica_spends_no_attempt(client, app_args, webhook_receiver):
+    """A replica lost under a job (its node died, it was restarted) is not the job's
+    fault: the job runs again without spending one of its attempts."""
+    import ray
+
+    from serve_app.jobs.store import JobStore
+
+    job_ids = submit_slow_jobs(client, 4, webhook_receiver.url("/ok"), "replica kill")
+    wait_until_one_runs(client, job_ids)
+    time.sleep(1)  # into the pipeline call
+    (replica,) = [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if "images#sd-tiny#" in actor["name"]
+    ]
+    with ReadinessWatch(client) as readiness:
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+        jobs = assert_each_done_once(
+            client, job_ids, Path(app_args["storage"]["root"]), webhook_receiver
+        )
+        wait_until(lambda: readiness.seen[-1:] == [(200, "ok", 1)], what="sd-tiny back")
+    # A load balancer could tell: while the only sd-tiny replica was gone, readiness
+    # said 503 (requests for it would fail).
+    assert (503, "unavailable", 0) in readiness.seen
+    store = JobStore(app_args["jobs"]["store_url"])
+    try:
+        lost = [j for j in job_ids if store.requeues_for(j, "replica_unavailable")]
+    finally:
+        store.dispose()
+    assert lost, "no job was running on the killed replica"
+    assert [job["attempts"] for job in jobs] == [1] * len(jobs)
+
+
+class ReadinessWatch:
+    """Polls /v1/health/ready in a thread: (status code, status, sd-tiny's running replicas)
+    for each answer, in order."""
+
+    def __init__(self, client: httpx.Client):
+        self.url = str(client.base_url.join("/v1/health/ready"))
+        self.seen: list[tuple[int, str, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.get(self.url, timeout=10)
+                body = answer.json()
+                sd = (body.get("deployments") or {}).get("sd-tiny", {}).get("running")
+                self.seen.append((answer.status_code, body["status"], sd))
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> ReadinessWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 class AppProcess:
     """The application in its own Ray instance; `kill()` takes every process of it down."""
 
@@ -97,6 +160,7 @@ class AppProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **SERVICE_ENVIRONMENT},
         )
 
     @property

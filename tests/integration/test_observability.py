@@ -33,6 +33,31 @@ def access_entries(log_dir: Path, request_id: str, timeout_s: float = 30) -> lis
         time.sleep(0.5)
 
 
+def log_lines(log_dir: Path, deployment: str, text: str, timeout_s: float = 30) -> list[dict]:
+    """JSON lines of a deployment's replica logs that contain `text`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        entries = [
+            json.loads(line)
+            for path in log_dir.glob(f"replica_images_{deployment}_*.log")
+            for line in path.read_text().splitlines()
+            if text in line
+        ]
+        if entries or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.5)
+
+
+def test_the_services_own_lines_reach_the_replica_logs_as_json(client, serve_log_dir):
+    """Not only Serve's lines and the access log: the service's own loggers too."""
+    (gateway, *_) = log_lines(serve_log_dir, "Gateway", "rate limits")
+    assert gateway["message"].startswith("API keys ")
+    assert (gateway["levelname"], gateway["deployment"]) == ("INFO", "images_Gateway")
+    (runner, *_) = log_lines(serve_log_dir, "JobRunner", "job runner")
+    assert runner["message"].endswith(" started")
+    assert (runner["levelname"], runner["deployment"]) == ("INFO", "images_JobRunner")
+
+
 def scrape(metrics_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Series name -> [(labels, value)] from the Prometheus text format."""
     series: dict[str, list[tuple[dict[str, str], float]]] = {}

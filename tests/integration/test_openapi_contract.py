@@ -42,7 +42,7 @@ def contract_url(serve_port, tiny_cache, tmp_path_factory):
     args["models"].append(
         {**chat, "chat": {"defaults": {"max_tokens": 8}, "limits": {"max_output_tokens": 8}}}
     )
-    args["jobs"]["webhooks"]["secrets"] = []
+    args["jobs"]["webhooks"]["enabled"] = False
     # A job's event stream closes after five seconds (a client would reconnect), within
     # the fuzzer's request timeout.
     args["jobs"]["event_stream_s"] = 5

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import S3_TEST_CREDENTIALS, s3_client
+from tests.conftest import s3_client
 from tests.helpers import assert_error
 from tests.integration.conftest import deploy_and_wait
 from tests.integration.jobs_helpers import generation_job, wait_for_job
@@ -45,7 +45,6 @@ def s3_app(serve_port, app_args, s3_server, s3_bucket_module, tmp_path_factory) 
             "region": "us-east-1",
             "addressing_style": "path",
             "max_attempts": 2,
-            **S3_TEST_CREDENTIALS,
         },
     }
     url = deploy_and_wait(args, APP_NAME, "/s3", serve_port)

@@ -15,14 +15,14 @@ ANONYMOUS = {"enabled": False, "allow_anonymous_on_loopback": True}
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3cDzLKVWqb0="
 
 
-def client(tmp_path: Path, webhook_secrets: list[str] | None = None) -> httpx.AsyncClient:
+def client(tmp_path: Path, webhooks_enabled: bool = True) -> httpx.AsyncClient:
     args = local_args(
         auth=ANONYMOUS,
         rate_limits={"enabled": False},
-        storage={"root": str(tmp_path / "images"), "signing_secret": "s" * 32},
+        storage={"root": str(tmp_path / "images")},
         jobs={
             "store_url": f"sqlite:///{tmp_path}/jobs.sqlite3",
-            "webhooks": {"secrets": webhook_secrets or []},
+            "webhooks": {"enabled": webhooks_enabled},
         },
     )
     app = in_process_app(AppConfig.model_validate(args))
@@ -64,12 +64,25 @@ async def test_malformed_requests_are_documented_as_the_400_envelope(tmp_path):
     assert "403" in files and "404" in files
 
 
-async def test_callback_url_is_offered_only_where_webhooks_are_on(tmp_path):
-    off = (await openapi(tmp_path / "off"))["components"]["schemas"]
-    on = (await openapi(tmp_path / "on", webhook_secrets=[WEBHOOK_SECRET]))["components"]
+async def test_callback_url_is_offered_only_where_webhooks_are_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMAGE_SERVICE_WEBHOOK_SECRETS", raising=False)
+    no_secrets = (await openapi(tmp_path / "none"))["components"]["schemas"]
+    monkeypatch.setenv("IMAGE_SERVICE_WEBHOOK_SECRETS", WEBHOOK_SECRET)
+    on = (await openapi(tmp_path / "on"))["components"]["schemas"]
+    off = (await openapi(tmp_path / "off", webhooks_enabled=False))["components"]["schemas"]
     for name in ("ImageGenerationJobCreate", "ImageEditJobCreate", "BatchCreateRequest"):
+        assert "callback_url" not in no_secrets[name]["properties"]
+        assert "callback_url" in on[name]["properties"]
         assert "callback_url" not in off[name]["properties"]
-        assert "callback_url" in on["schemas"][name]["properties"]
+
+
+async def test_a_secret_file_mounted_for_the_webhooks_turns_them_on(tmp_path, monkeypatch):
+    secret_file = tmp_path / "webhook-secrets"
+    secret_file.write_text(WEBHOOK_SECRET + "\n")
+    monkeypatch.delenv("IMAGE_SERVICE_WEBHOOK_SECRETS", raising=False)
+    monkeypatch.setenv("IMAGE_SERVICE_WEBHOOK_SECRETS_FILE", str(secret_file))
+    schemas = (await openapi(tmp_path))["components"]["schemas"]
+    assert "callback_url" in schemas["ImageGenerationJobCreate"]["properties"]
 
 
 async def test_a_405_allows_every_method_of_the_path(tmp_path):

@@ -22,7 +22,7 @@ def client(tmp_path: Path, **sections) -> httpx.AsyncClient:
     args = local_args(
         auth=ANONYMOUS,
         rate_limits={"enabled": False},
-        storage={"root": str(tmp_path / "images"), "signing_secret": "s" * 32},
+        storage={"root": str(tmp_path / "images")},
         jobs={"store_url": f"sqlite:///{tmp_path}/jobs.sqlite3"},
     )
     args.update(sections)

@@ -11,7 +11,7 @@ from serve_app.config import AppConfig, S3Config
 from serve_app.errors import StorageError
 from serve_app.storage import build_storage, job_result_key
 from serve_app.storage.s3 import S3Storage
-from tests.conftest import S3_TEST_CREDENTIALS, s3_client
+from tests.conftest import s3_client
 from tests.helpers import free_port
 from tests.s3_server import S3Server
 
@@ -24,7 +24,6 @@ def s3_config(endpoint_url: str, bucket: str, **overrides) -> S3Config:
         "endpoint_url": endpoint_url,
         "region": "us-east-1",
         "addressing_style": "path",
-        **S3_TEST_CREDENTIALS,
         **overrides,
     }
     return S3Config.model_validate(fields)
@@ -112,19 +111,17 @@ def test_missing_bucket_raises_and_leaves_nothing(s3_server, s3_bucket):
     assert client.list_objects_v2(Bucket=missing).get("KeyCount") == 0
 
 
-def test_secret_never_reaches_message_or_repr(s3_server, s3_bucket):
-    # An unreachable port and a secret in the config: the error must name neither.
+def test_secret_never_reaches_message_or_repr(s3_server, s3_bucket, monkeypatch):
+    # An unreachable port and a secret in the environment: the error must name neither.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak-me")
     config = s3_config(
-        f"http://127.0.0.1:{free_port()}",
-        s3_bucket,
-        secret_access_key="do-not-leak-me",
-        connect_timeout_s=1,
-        max_attempts=1,
+        f"http://127.0.0.1:{free_port()}", s3_bucket, connect_timeout_s=1, max_attempts=1
     )
+    storage = S3Storage(config, url_ttl_s=60)
     with pytest.raises(StorageError) as caught:
-        S3Storage(config, url_ttl_s=60).put(PNG, "png")
+        storage.put(PNG, "png")
     assert "do-not-leak-me" not in str(caught.value)
-    assert "do-not-leak-me" not in repr(config)
+    assert "do-not-leak-me" not in repr(config) and "do-not-leak-me" not in repr(storage)
 
 
 def test_build_storage_picks_s3(s3_server, s3_bucket):

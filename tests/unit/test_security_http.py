@@ -31,7 +31,7 @@ def app_args(tmp_path: Path, **sections) -> dict:
     base = {
         "auth": auth,
         "rate_limits": {"enabled": False},
-        "storage": {"root": str(tmp_path / "images"), "signing_secret": "s" * 32},
+        "storage": {"root": str(tmp_path / "images")},
         "jobs": {"store_url": f"sqlite:///{tmp_path}/jobs.sqlite3"},
     }
     return local_args(**{**base, **sections})

@@ -106,6 +106,25 @@ def test_secret_from_environment(monkeypatch):
     assert environment.signing_secret() is None
 
 
+def test_secret_from_a_mounted_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("IMAGE_SERVICE_SIGNING_SECRET", raising=False)
+    (tmp_path / "signing").write_text("from-a-mounted-file\n")
+    monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET_FILE", str(tmp_path / "signing"))
+    assert environment.signing_secret() == b"from-a-mounted-file"
+    monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET", "the-variable-itself-wins")
+    assert environment.signing_secret() == b"the-variable-itself-wins"
+    monkeypatch.delenv("IMAGE_SERVICE_SIGNING_SECRET")
+    monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="IMAGE_SERVICE_SIGNING_SECRET_FILE names .*missing"):
+        environment.signing_secret()
+
+
+def test_a_short_secret_in_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET", "short")
+    with pytest.raises(RuntimeError, match="shorter than 16 bytes"):
+        environment.signing_secret()
+
+
 # --- local storage --------------------------------------------------------------------------
 
 
@@ -293,13 +312,14 @@ def test_no_signing_key_file_until_a_url_is_made(storage):
     assert (storage.root / ".signing_key").exists()
 
 
-def test_build_storage_local(tmp_path):
+def test_build_storage_local(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGE_SERVICE_SIGNING_SECRET", SECRET.decode())
     config = AppConfig.model_validate(
         {
             "models": [
                 {"name": "m", "family": "stable-diffusion", "path": "tiny:stable-diffusion"}
             ],
-            "storage": {"root": str(tmp_path / "img"), "signing_secret": SECRET.decode()},
+            "storage": {"root": str(tmp_path / "img")},
         }
     )
     storage = build_storage(config)

@@ -1,16 +1,14 @@
-"""What a client can choose from, and whether the service is up: models, templates,
-styles and brands (for OA/CMS drop-downs), health."""
+"""What a client can choose from: models, templates, styles and brands (for OA/CMS
+drop-downs)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
-from serve_app.api.dependencies import CatalogDep, Images, Parts
+from serve_app.api.dependencies import CatalogDep, Images
 from serve_app.api.errors import error_responses
 from serve_app.api.tenancy import authorize_model, may_use_model
 from serve_app.protocol import (
-    HealthReport,
     ModelCard,
     ModelList,
     StyleList,
@@ -49,16 +47,3 @@ async def list_templates(catalog: CatalogDep) -> TemplateList:
 async def list_styles(catalog: CatalogDep) -> StyleList:
     styles, brands = await catalog.styles()
     return StyleList(data=styles, brands=brands)
-
-
-@router.get(
-    "/v1/health",
-    response_model=HealthReport,
-    tags=["operations"],
-    responses={503: {"model": HealthReport, "description": "A model does not answer."}},
-)
-async def health(parts: Parts) -> JSONResponse:
-    report = await parts.catalog.health()
-    if parts.replica_counts is not None:
-        report["replicas"] = await parts.replica_counts()
-    return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
