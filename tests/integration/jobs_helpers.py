@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -40,3 +41,30 @@ def verified_events(deliveries: list[Delivery]) -> list[dict]:
     """The deliveries' payloads; each must have verified when it arrived (signature and
     timestamp, by the standardwebhooks package)."""
     return [delivery.event for delivery in deliveries]
+
+
+class BackgroundLoop:
+    """Calls `step()` in a thread, again and again, while its `with` block runs."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def pause(self, seconds: float) -> None:
+        """Sleep between steps, waking at once when the block ends."""
+        self._stop.wait(seconds)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.step()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)

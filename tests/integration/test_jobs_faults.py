@@ -8,10 +8,8 @@ import contextlib
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,14 @@ import pytest
 from tests.databases import postgres_schema_url
 from tests.helpers import REPO, free_port
 from tests.integration.conftest import SERVICE_ENVIRONMENT
-from tests.integration.jobs_helpers import generation_job, verified_events, wait_for_job, wait_until
+from tests.integration.jobs_helpers import (
+    BackgroundLoop,
+    generation_job,
+    verified_events,
+    wait_for_job,
+    wait_until,
+)
+from tests.integration.processes import kill_session
 
 pytestmark = pytest.mark.integration
 
@@ -120,32 +125,22 @@ def test_killing_the_model_replica_spends_no_attempt(client, app_args, webhook_r
     assert [job["attempts"] for job in jobs] == [1] * len(jobs)
 
 
-class ReadinessWatch:
-    """Polls /v1/health/ready in a thread: (status code, status, sd-tiny's running replicas)
-    for each answer, in order."""
+class ReadinessWatch(BackgroundLoop):
+    """Polls /v1/health/ready: (status code, status, sd-tiny's running replicas) for each
+    answer, in order."""
 
     def __init__(self, client: httpx.Client):
+        super().__init__()
         self.url = str(client.base_url.join("/v1/health/ready"))
         self.seen: list[tuple[int, str, int | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(httpx.HTTPError):
-                answer = httpx.get(self.url, timeout=10)
-                body = answer.json()
-                sd = (body.get("deployments") or {}).get("sd-tiny", {}).get("running")
-                self.seen.append((answer.status_code, body["status"], sd))
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> ReadinessWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
+    def step(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.get(self.url, timeout=10)
+            body = answer.json()
+            sd = (body.get("deployments") or {}).get("sd-tiny", {}).get("running")
+            self.seen.append((answer.status_code, body["status"], sd))
+        self.pause(0.2)
 
 
 class AppProcess:
@@ -178,30 +173,7 @@ class AppProcess:
 
     def kill(self) -> None:
         """SIGKILL to every process in its session: driver, GCS, raylet, every replica."""
-        session = self.process.pid
-        for _ in range(3):
-            for pid in session_pids(session):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-        self.process.wait(timeout=30)
-        assert session_pids(session) == []
-
-
-def session_pids(session: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # Fields 3 and 6 of /proc/PID/stat: the state, the session id. A zombie is dead
-        # already; only its parent (gone too) could reap it.
-        if fields[0] != "Z" and int(fields[3]) == session:
-            pids.append(int(entry.name))
-    return pids
+        kill_session(self.process)
 
 
 @pytest.fixture
