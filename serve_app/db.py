@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-# Any constant: PostgreSQL's advisory lock that serialises table creation across replicas.
+# Any constant: PostgreSQL's advisory lock that serialises migrations across replicas.
 SCHEMA_LOCK_ID = 0x1A6E5E4E
 # Execution option marking a transaction that will write (see `write_transaction`).
 WRITES = "image_service_writes"
@@ -70,9 +72,20 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Every replica calls this at start; one creates the tables, the others find them."""
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def migrate(engine: Engine, branch: str) -> None:
+    """Bring a store's tables to the newest revision of its branch (`jobs` or `keys`) in
+    serve_app/migrations, recorded in the table `alembic_version_<branch>`. Every replica
+    calls this at start; one at a time gets in (PostgreSQL's advisory lock, SQLite's
+    write lock), and the others find nothing left to do. The whole upgrade is one
+    transaction: it lands entirely or not at all."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
-        metadata.create_all(connection, checkfirst=True)
+        config.attributes["connection"] = connection
+        config.attributes["version_table"] = f"alembic_version_{branch}"
+        command.upgrade(config, f"{branch}@head")

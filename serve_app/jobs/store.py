@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from serve_app.db import create_tables, open_engine, ping, write_transaction
+from serve_app.db import migrate, open_engine, ping, write_transaction
 from serve_app.errors import ConflictError, ErrorCode, NotFoundError, UnprocessableError
 from serve_app.jobs.records import BatchRecord, DeliveryRecord, JobEvent, JobRecord, NewJob
 from serve_app.jobs.schema import (
@@ -45,7 +45,6 @@ from serve_app.jobs.schema import (
     idempotency_keys,
     job_events,
     jobs,
-    metadata,
     webhook_deliveries,
 )
 from serve_app.jobs.views import batch_object, event_payload, job_object
@@ -122,7 +121,7 @@ class JobStore:
         self.clock = clock
 
     def create_schema(self) -> None:
-        create_tables(self.engine, metadata)
+        migrate(self.engine, "jobs")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from serve_app.db import create_tables, open_engine, ping
+from serve_app.db import migrate, open_engine, ping
 from serve_app.security.keys import ApiKeyRecord, KeyHasher, new_key, prefix_of
 from serve_app.security.scopes import SCOPES, Scope
 
@@ -87,13 +87,15 @@ def _record(row: RowMapping) -> ApiKeyRecord:
 
 class KeyStore:
     def __init__(self, engine: Engine, hasher: KeyHasher):
+        """Over tables that exist; `open` makes or migrates them first."""
         self.engine = engine
         self.hasher = hasher
-        create_tables(engine, metadata)
 
     @classmethod
     def open(cls, url: str, hasher: KeyHasher) -> KeyStore:
-        return cls(open_engine(url), hasher)
+        engine = open_engine(url)
+        migrate(engine, "keys")
+        return cls(engine, hasher)
 
     def close(self) -> None:
         self.engine.dispose()

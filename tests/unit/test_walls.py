@@ -4,7 +4,8 @@ The packages of serve_app form layers; a module may import its own layer's packa
 the layers below, never one above, and the package graph has no cycle:
 
     api  →  service  →  models · jobs · storage · security · prompts · observability
-         →  config · protocol · families · errors · environment · images · db
+         →  config · protocol · families · errors · environment · images · db ·
+            migrations
 
 graph.py and the `ray_adapter.py` modules wire everything to Ray and sit on top.
 """
@@ -25,7 +26,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"api"}),
     frozenset({"service"}),
     frozenset({"models", "jobs", "storage", "security", "prompts", "observability"}),
-    frozenset({"config", "protocol", "families", "errors", "environment", "images", "db"}),
+    frozenset(
+        {"config", "protocol", "families", "errors", "environment", "images", "db", "migrations"}
+    ),
 )
 WIRING = frozenset({"graph", "ray_adapter"})
 WEB_FRAMEWORKS = ("fastapi", "starlette")
