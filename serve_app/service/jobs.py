@@ -324,6 +324,10 @@ class JobService:
                 data = {"job_id": job.id, "seq": event.seq, "created_at": event.created_at}
                 data.update(event.data)
                 if event.kind == "status" and event.data["status"] in TERMINAL_JOB_STATUSES:
+                    if current.status not in TERMINAL_JOB_STATUSES:
+                        # It ended between the two reads; the end and its event are one
+                        # write, so a read now sees the job as it ended.
+                        current = await asyncio.to_thread(self.store.get_job, job.id) or current
                     data["job"] = job_object(current, image_url=self._image_url(base_url))
                 yield JobStreamEvent(event.seq, event.kind, data)
                 last_seq, quiet_since = event.seq, time.monotonic()

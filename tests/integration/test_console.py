@@ -346,6 +346,29 @@ def test_jobs_show_live_progress_to_the_end_and_cancel_and_retry(page, base_url,
     assert shown == listed and shown[0] == retried
 
 
+def test_a_job_stream_that_drops_is_picked_up_where_it_left_off(page, base_url):
+    """The first event stream of each job fails as a dropped connection would (a proxy, a
+    lost Gateway replica): the row still follows the job to its end."""
+    opened: list[str] = []
+
+    def drop_the_first(route):
+        opened.append(route.request.url)
+        if len(opened) == 1:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/v1/jobs/*/events*", drop_the_first)
+    open_console(page, base_url, "jobs")
+    page.wait_for_selector("#panel-generate select[name=model] option", state="attached")
+    job_id = submit_job(page, steps=40)
+    seen = follow(page, job_id, {"succeeded", "failed", "canceled"})
+    assert seen[-1] == {"status": "succeeded", "progress": 100}
+    assert len(opened) >= 2 and all(job_id in url for url in opened), opened
+    # A drop it recovers from is not an error to show.
+    assert page.is_hidden("#banner"), page.text_content("#banner")
+
+
 def test_stop_ends_a_streamed_generation(page, base_url):
     open_console(page, base_url)
     page.select_option("#generate-form [name=model]", "sd-slow-tiny")

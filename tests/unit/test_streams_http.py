@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +19,10 @@ from serve_app.jobs.store import JobStore
 from serve_app.models.engine import ModelEngine
 from serve_app.models.image_replica import ImageReplica
 from serve_app.models.spec import StreamAccepted
+from serve_app.prompts import PromptCatalog
+from serve_app.service.backends import CatalogPrompts
+from serve_app.service.images import open_image_service
+from serve_app.service.jobs import JobService
 from tests.helpers import assert_error, in_process_app, scratch_args
 
 ANONYMOUS = {"enabled": False, "allow_anonymous_on_loopback": True}
@@ -203,6 +208,49 @@ async def test_job_events_come_in_order_and_resume_after_last_event_id(setup):
         assert last["status"] == "succeeded" and last["job"]["status"] == "succeeded"
         quiet = await http.get(f"/v1/jobs/{job_id}/events", params={"after": 6})
         assert [e for e in parse_sse(quiet.text) if "id" in e] == []
+    store.dispose()
+
+
+class EndsBetweenReads(JobStore):
+    """The real store, where the job ends just as the event stream has read the job and
+    goes on to read its events: the interleaving a busy machine makes now and then."""
+
+    def __init__(self, url: str, end):
+        super().__init__(url)
+        self.end = end
+
+    def job_events(self, *args, **kwargs):
+        if self.end is not None:
+            self.end, end = None, self.end
+            end()
+        return super().job_events(*args, **kwargs)
+
+
+async def test_a_job_that_ends_while_its_stream_reads_is_streamed_as_ended(setup):
+    config, _app = setup
+    store = job_store(setup)
+    store.create_jobs([NewJob("job_racing", "anonymous", "image_generation", {})], max_attempts=1)
+    (claimed,) = store.claim_jobs("w", limit=1, lease_s=60)
+    result = {"images": [], "steps": 2}
+    racing = EndsBetweenReads(
+        config.jobs.store_url,
+        lambda: store.finish_job(claimed.id, claimed.lease_token, result=result),
+    )
+    prompts = CatalogPrompts(PromptCatalog.from_yaml(Path(config.templates_path)))
+    service = JobService(open_image_service(config, prompts, {}), racing, [])
+    running = racing.get_job(claimed.id)
+    events = [
+        event
+        async for event in service.job_events(
+            running, after=0, previews=False, base_url="http://127.0.0.1/", stream_s=5
+        )
+        if event is not None
+    ]
+    ended = events[-1]
+    assert (ended.kind, ended.data["status"]) == ("status", "succeeded")
+    # The job object the last event carries is the ended job, not the one read before.
+    assert ended.data["job"]["status"] == "succeeded", ended.data["job"]
+    racing.dispose()
     store.dispose()
 
 

@@ -1,13 +1,18 @@
 // Jobs: the tenant's jobs with live status and progress (from each job's event stream),
 // cancel, retry, and a job's results with seed and revised prompt.
 
-import { call, stream } from "./api.js";
+import { ApiError, call, stream } from "./api.js";
 import { t } from "./i18n.js";
 import { clearError, el, figure, setStatus, showCode, showError } from "./ui.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 // Browsers open few connections per host; streams beyond these wait for a refresh.
 const MAX_FOLLOWED = 3;
+// Reconnecting a job's event stream: soon after one that ended on time, with a growing
+// wait after one that failed, and giving up (with the error shown) after a few in a row.
+const RECONNECT_MS = 100;
+const RETRY_MS = 500;
+const MAX_STREAM_FAILURES = 5;
 const panel = document.getElementById("panel-jobs");
 const rows = panel.querySelector("[data-jobs]");
 const detail = panel.querySelector("[data-detail]");
@@ -33,15 +38,22 @@ export async function refreshJobs() {
   const path = `/v1/jobs?limit=50${status ? `&status=${status}` : ""}`;
   try {
     const list = await call("GET", path);
+    const known = new Map(jobs);
     rows.replaceChildren();
     jobs.clear();
     // Newest first, as listed: each new row goes on top, so the oldest is rendered first.
-    for (const job of [...list.data].reverse()) render(job);
+    for (const job of [...list.data].reverse()) render(latest(known.get(job.id), job));
     setStatus(panel, list.data.length ? t("jobs.count", { count: list.data.length }) : t("jobs.none"));
-    for (const job of list.data) if (!TERMINAL.has(job.status)) followJob(job);
+    for (const job of list.data) if (!TERMINAL.has(jobs.get(job.id).status)) followJob(jobs.get(job.id));
   } catch (failure) {
     showError(failure, panel);
   }
+}
+
+/** A list fetched while a job ran can arrive after the job's event stream said it ended;
+ * the end stands (the stream resumes after it and would not say it again). */
+function latest(known, listed) {
+  return known && TERMINAL.has(known.status) && !TERMINAL.has(listed.status) ? known : listed;
 }
 
 /** Shows `job` and follows its events until it ends. */
@@ -55,23 +67,44 @@ export function followJob(job) {
 
 async function watch(id, signal) {
   let after = 0;
-  // A stream ends after the service's event_stream_s; pick up after the last event seen.
+  let failures = 0;
+  // A stream ends after the service's event_stream_s, or drops (a proxy, a lost replica):
+  // pick up after the last event seen, waiting a little longer after each failure.
   while (!signal.aborted) {
     try {
       await stream("GET", `/v1/jobs/${id}/events?after=${after}`, undefined, ({ event, data, id: seq }) => {
         if (seq) after = Number(seq);
+        failures = 0;
         const job = { ...jobs.get(id) };
         if (event === "progress") job.progress = data;
         if (event === "queue") job.queue_position = data.queue_position;
-        if (event === "status") Object.assign(job, data.job || { status: data.status });
+        // The event's own status is the job's: the object it carries never contradicts it.
+        if (event === "status") Object.assign(job, data.job || {}, { status: data.status });
         render(job);
       }, { signal });
     } catch (failure) {
-      if (failure.name !== "AbortError") showError(failure, panel);
-      return;
+      if (failure.name === "AbortError") return;
+      failures += 1;
+      if (!transient(failure) || failures > MAX_STREAM_FAILURES) {
+        showError(failure, panel);
+        return;
+      }
     }
     if (TERMINAL.has(jobs.get(id)?.status)) return;
+    await pause(failures ? RETRY_MS * 2 ** (failures - 1) : RECONNECT_MS, signal);
   }
+}
+
+/** A dropped connection or a busy service: worth another try; a refusal is not. */
+function transient(failure) {
+  return !(failure instanceof ApiError) || failure.status === 0 || failure.status === 429 || failure.status >= 500;
+}
+
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
 }
 
 function render(job) {
