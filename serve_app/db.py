@@ -11,12 +11,28 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 # Any constant: PostgreSQL's advisory lock that serialises migrations across replicas.
 SCHEMA_LOCK_ID = 0x1A6E5E4E
 # Execution option marking a transaction that will write (see `write_transaction`).
 WRITES = "image_service_writes"
 CONNECT_TIMEOUT_S = 5
+
+
+def is_outage(error: BaseException) -> bool:
+    """The database itself failed (down, restarting, out of reach, SQLite's file locked
+    past its timeout), not a statement: worth a retry, never the caller's fault."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def outage_summary(error: DBAPIError) -> str:
+    """The driver's error in a line: without SQLAlchemy's statement and parameters."""
+    cause = error.orig if error.orig is not None else error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
 
 
 def ping(engine: Engine) -> None:
@@ -26,11 +42,14 @@ def ping(engine: Engine) -> None:
 
 
 def open_engine(url: str) -> Engine:
+    """`hide_parameters`: an error logged with its statement never shows the values, which
+    hold prompts, results and key digests."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # A database that does not answer fails a connection in seconds, not minutes.
         return create_engine(
             parsed,
+            hide_parameters=True,
             pool_pre_ping=True,
             pool_size=4,
             max_overflow=8,
@@ -40,7 +59,11 @@ def open_engine(url: str) -> Engine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # Several processes (Gateways, JobRunners, model replicas, the CLI) share the file.
-    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        parsed,
+        hide_parameters=True,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):

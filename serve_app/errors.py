@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     CANCELED = "canceled"
     CONCURRENCY_LIMIT_EXCEEDED = "concurrency_limit_exceeded"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     EMPTY_PROMPT = "empty_prompt"
     FILE_NOT_FOUND = "file_not_found"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
@@ -62,6 +63,7 @@ class ErrorCode(StrEnum):
     MODEL_OVERLOADED = "model_overloaded"
     MODEL_TASK_MISMATCH = "model_task_mismatch"
     MODEL_TIMEOUT = "model_timeout"
+    MODEL_UNAVAILABLE = "model_unavailable"
     PROMPT_TOO_LONG = "prompt_too_long"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     RATE_LIMITER_UNAVAILABLE = "rate_limiter_unavailable"
@@ -132,6 +134,14 @@ class ServiceUnavailableError(ServiceError):
     status_code = 503
     error_type = "service_unavailable_error"
     retry_after_s = 1
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """503: the job or key store's database did not answer (down, restarting, out of
+    reach). The message never names its address; callers may retry."""
+
+    def __init__(self, message: str = "the service's database is unavailable; retry shortly"):
+        super().__init__(message, code=ErrorCode.DATABASE_UNAVAILABLE)
 
 
 class StorageError(ServiceUnavailableError):

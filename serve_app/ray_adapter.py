@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,6 +24,10 @@ from serve_app.service.readiness import ReplicaCount
 
 # A health check answers within seconds, whatever the controller is doing.
 CONTROLLER_TIMEOUT_S = 2.0
+# How old the controller's view of failed deployments may get before it is asked again.
+FAILED_VIEW_MAX_AGE_S = 5.0
+# A model Serve gave up starting stays down until an operator redeploys it.
+FAILED_MODEL_RETRY_AFTER_S = 30
 
 
 async def _call(handle_method, *args) -> Any:
@@ -60,19 +66,74 @@ class HandlePromptBackend:
         return await _call(self.handle.listing)
 
 
+class FailedDeployments:
+    """The deployments of this application that Serve gave up starting (their constructor
+    failed every retry: a checkpoint that does not load, a card without the memory), as
+    the controller reported them at most FAILED_VIEW_MAX_AGE_S ago. A call to one would
+    wait for a replica that never comes, up to the request's deadline. Refreshed in the
+    background, so no request waits for the controller."""
+
+    def __init__(self, fetch=None):
+        self.fetch = fetch or deployment_replicas
+        self.names: frozenset[str] = frozenset()
+        self.fetched_at = -math.inf
+        self._refresh: asyncio.Task | None = None
+
+    def includes(self, name: str) -> bool:
+        stale = time.monotonic() - self.fetched_at > FAILED_VIEW_MAX_AGE_S
+        if stale and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._fetch())
+        return name in self.names
+
+    async def _fetch(self) -> None:
+        replicas = await self.fetch()
+        self.fetched_at = time.monotonic()
+        if replicas is not None:
+            self.names = frozenset(
+                name
+                for name, count in replicas.items()
+                # Not UNHEALTHY: that is a replica Serve is restarting, and its calls
+                # wait for the new one (a job's lost replica costs it no attempt).
+                if count.running == 0 and count.status == "DEPLOY_FAILED"
+            )
+
+
 class HandleModelBackend:
-    def __init__(self, handle: DeploymentHandle):
+    def __init__(self, handle: DeploymentHandle, failed: FailedDeployments | None = None):
         self.handle = handle
+        self.failed = failed
+
+    def _check_started(self) -> None:
+        if self.failed is not None and self.failed.includes(self.handle.deployment_name):
+            error = ServiceUnavailableError(
+                "this model failed to start and serves nothing until it is redeployed; "
+                "the other models are unaffected",
+                code=ErrorCode.MODEL_UNAVAILABLE,
+            )
+            error.retry_after_s = FAILED_MODEL_RETRY_AFTER_S
+            raise error
 
     async def run(
         self, spec: GenerationSpec | EditSpec | ChatSpec
     ) -> GenerationResult | ChatResult:
-        return await _call(self.handle.run, spec)
+        self._check_started()
+        call = asyncio.ensure_future(_call(self.handle.run, spec))
+        try:
+            # A call sent while the view was stale, to a model that then failed to start,
+            # would wait for a replica until the request's deadline: look again now and then.
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=FAILED_VIEW_MAX_AGE_S)
+                if done:
+                    return call.result()
+                self._check_started()
+        finally:
+            call.cancel()
 
     async def stream(self, spec: GenerationSpec | EditSpec | ChatSpec) -> AsyncIterator[Any]:
         """A replica's streamed answer (chat deltas, or image previews); closing this
         iterator (the client went away) cancels the replica's generator, which abandons
         the request there."""
+        self._check_started()
         generator = self.handle.options(stream=True).stream.remote(spec)
         try:
             with _service_errors():
@@ -89,8 +150,9 @@ def backends(
     templater: DeploymentHandle, models: dict[str, DeploymentHandle]
 ) -> tuple[HandlePromptBackend, dict[str, HandleModelBackend]]:
     """The image service's backends over the graph's handles (Gateway and JobRunner)."""
+    failed = FailedDeployments()
     return HandlePromptBackend(templater), {
-        name: HandleModelBackend(handle) for name, handle in models.items()
+        name: HandleModelBackend(handle, failed) for name, handle in models.items()
     }
 
 

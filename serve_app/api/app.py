@@ -94,7 +94,7 @@ def gateway_parts(
         if limits.enabled
         else "off",
     )
-    guard = build_guard(config)
+    guard = build_guard(config, metrics)
     dependencies = (
         Dependency("job_store", lambda: asyncio.to_thread(store.ping), required=True),
         *(Dependency(*check) for check in guard.dependency_checks()),

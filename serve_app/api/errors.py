@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from serve_app.errors import ErrorCode, ServiceError
+from serve_app.db import is_outage, outage_summary
+from serve_app.errors import DatabaseUnavailableError, ErrorCode, ServiceError
 from serve_app.protocol import ErrorBody, ErrorResponse, validation_error
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ ERROR_DESCRIPTIONS = {
     422: "The Idempotency-Key was used with another body.",
     429: "The tenant's rate or concurrency limit; see Retry-After.",
     500: "An unexpected error; quote the request_id.",
-    503: "A model is at capacity, unavailable or timed out; see Retry-After.",
+    503: "A model is at capacity, unavailable or timed out, or a store is down; see Retry-After.",
     504: "The request passed its deadline.",
 }
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
@@ -172,8 +174,22 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    if not is_outage(exc):
+        return await _unexpected_error(request, exc)
+    # The driver's first line stays in the log (it names the database's address); never
+    # the statement's parameters, which hold prompts.
+    logger.warning(
+        "request %s: the database is unavailable: %s",
+        request_id_of(request),
+        outage_summary(exc),
+    )
+    return service_error_response(request, DatabaseUnavailableError())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

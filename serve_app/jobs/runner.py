@@ -13,9 +13,11 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from serve_app.config import JobsConfig
+from serve_app.db import is_outage
 from serve_app.errors import ErrorCode, ServiceError
 from serve_app.jobs.delivery import WebhookDispatcher
 from serve_app.jobs.records import JobRecord
@@ -23,6 +25,7 @@ from serve_app.jobs.store import JobStore
 from serve_app.protocol import JobStatus
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Executor(Protocol):
@@ -38,6 +41,8 @@ def error_body(error: BaseException) -> dict[str, Any]:
 
 
 KEY_EXPIRY_INTERVAL_S = 3600.0
+# A store call that must not be lost (a job's end) is retried this often, doubling to the cap.
+STORE_RETRY_S = (0.5, 10.0)
 # A model's queue was full: the job never ran, so waiting does not use an attempt.
 CAPACITY_CODES = frozenset({ErrorCode.MODEL_OVERLOADED})
 
@@ -64,6 +69,8 @@ class JobRunner:
         self.webhooks = webhooks
         self.running: dict[str, asyncio.Task] = {}
         self._rng = random.Random()
+        # When this runner last failed to reach the store (monotonic; never: -inf).
+        self._store_failed_at = float("-inf")
 
     async def run(self) -> None:
         """Until cancelled. A store outage is logged and waited out, never fatal."""
@@ -82,7 +89,7 @@ class JobRunner:
         while True:
             claimed = 0
             try:
-                if time.monotonic() >= next_sweep:
+                if time.monotonic() >= next_sweep and self._leases_trustworthy():
                     await asyncio.to_thread(self.store.sweep_expired)
                     next_sweep = time.monotonic() + self.config.sweep_interval_s
                 # Keys live a day or more: forgetting them hourly is soon enough.
@@ -97,11 +104,37 @@ class JobRunner:
                     for job in jobs:
                         self.running[job.id] = asyncio.create_task(self._run_job(job))
                     claimed = len(jobs)
-            except Exception:
+            except Exception as error:
+                if is_outage(error):
+                    self._store_failed_at = time.monotonic()
                 logger.exception("job runner %s: store unavailable; retrying", self.worker_id)
             # Straight back for more while the queue gives work and there is room.
             if not claimed or len(self.running) >= self.config.runner_concurrency:
                 await asyncio.sleep(self.config.poll_interval_s)
+
+    def _leases_trustworthy(self) -> bool:
+        """Whether an expired lease means a dead worker. Not within a lease of this runner
+        failing to reach the store: every live worker's heartbeats failed too, and
+        sweeping now would re-run their jobs and spend their attempts. One lease after the
+        store is back, they have renewed, and what is still expired is dead."""
+        return time.monotonic() - self._store_failed_at >= self.config.lease_s
+
+    async def _once_stored(self, job: JobRecord, call: Callable[[], T]) -> T:
+        """`call` on the store (recording a job's end: its result, its error, its requeue),
+        tried until the store answers: work already done is not thrown away for an outage
+        of the store. Other errors propagate; the lease keeper goes on meanwhile, so a
+        lease lost is still seen."""
+        delay, cap = STORE_RETRY_S
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                self._store_failed_at = time.monotonic()
+                logger.warning("job %s: store unavailable to record its end; retrying", job.id)
+            await asyncio.sleep(delay * self._rng.uniform(0.8, 1.2))
+            delay = min(cap, delay * 2)
 
     async def _run_job(self, job: JobRecord) -> None:
         work = asyncio.create_task(self.executor.execute(job))
@@ -131,7 +164,9 @@ class JobRunner:
                 kept = await asyncio.to_thread(
                     self.store.heartbeat, job.id, job.lease_token, self.config.lease_s
                 )
-            except Exception:
+            except Exception as error:
+                if is_outage(error):
+                    self._store_failed_at = time.monotonic()
                 logger.warning("job %s: heartbeat failed; will retry", job.id, exc_info=True)
                 continue
             if not kept:
@@ -140,8 +175,8 @@ class JobRunner:
                 return
 
     async def _succeeded(self, job: JobRecord, result: dict[str, Any]) -> None:
-        finished = await asyncio.to_thread(
-            self.store.finish_job, job.id, job.lease_token, result=result
+        finished = await self._once_stored(
+            job, lambda: self.store.finish_job(job.id, job.lease_token, result=result)
         )
         if finished is not None:
             return
@@ -155,12 +190,20 @@ class JobRunner:
         """Only a job's own failure spends an attempt. A full model queue never does (the
         job did not run); a lost model replica (its node died, it was restarted) does not
         either, until the job has met `jobs.max_replica_losses` of them: one that takes
-        its replica down every time is a poison pill, and spends attempts from then on."""
+        its replica down every time is a poison pill, and spends attempts from then on.
+        An image store that cannot take the result does not, up to
+        `jobs.max_storage_outages` times."""
         if code in CAPACITY_CODES:
             return False
-        if code == ErrorCode.REPLICA_UNAVAILABLE:
-            losses = await asyncio.to_thread(self.store.requeues_for, job.id, code)
-            return losses >= self.config.max_replica_losses
+        # Outages, not the job's fault: a lost model replica, an image store (S3, the
+        # local folder) that failed to take the result. Each is free up to its bound.
+        free_outages = {
+            ErrorCode.REPLICA_UNAVAILABLE: self.config.max_replica_losses,
+            ErrorCode.STORAGE_UNAVAILABLE: self.config.max_storage_outages,
+        }
+        if code in free_outages:
+            requeues = await self._once_stored(job, lambda: self.store.requeues_for(job.id, code))
+            return requeues >= free_outages[code]
         return True
 
     async def _failed(self, job: JobRecord, error: Exception) -> None:
@@ -171,17 +214,20 @@ class JobRunner:
             # Back off 2, 4, 8 ... s (at most a minute), jittered so retries spread out.
             delay = min(60.0, 2.0**job.attempts) * self._rng.uniform(0.8, 1.2)
             count_attempt = await self._spends_attempt(job, body["code"])
-            await asyncio.to_thread(
+            await self._once_stored(
+                job,
                 lambda: self.store.retry_job(
                     job.id,
                     job.lease_token,
                     delay_s=delay,
                     error=body,
                     count_attempt=count_attempt,
-                )
+                ),
             )
         else:
-            await asyncio.to_thread(self.store.finish_job, job.id, job.lease_token, error=body)
+            await self._once_stored(
+                job, lambda: self.store.finish_job(job.id, job.lease_token, error=body)
+            )
 
     async def release(self) -> None:
         """On a graceful stop: cancel local work and hand its jobs back to the queue at

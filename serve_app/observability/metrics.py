@@ -139,6 +139,20 @@ PREVIEW_SECONDS = MetricSpec(
     ("model",),
     SECONDS_BUCKETS,
 )
+DEPENDENCY_FAILURES = MetricSpec(
+    "image_serving_dependency_failures",
+    "counter",
+    "Calls from the Gateway's door to a dependency that failed: dependency=rate_limiter "
+    "(Redis; requests pass unlimited or get 503, as on_backend_error says) or key_store.",
+    ("dependency",),
+)
+RESULT_CACHE = MetricSpec(
+    "image_serving_result_cache",
+    "counter",
+    "Result cache lookups and writes for requests it keeps: outcome=hit, miss, stored, "
+    "too_large (not kept) or error (the store failed; answered without it).",
+    ("model", "outcome"),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     IMAGES_GENERATED,
@@ -156,9 +170,13 @@ METRICS: tuple[MetricSpec, ...] = (
     STEPS_SAVED,
     PREVIEWS,
     PREVIEW_SECONDS,
+    DEPENDENCY_FAILURES,
+    RESULT_CACHE,
 )
 
 Stage = Literal["template", "inputs", "model", "encode", "store"]
+Dependency = Literal["rate_limiter", "key_store"]
+CacheEvent = Literal["hit", "miss", "stored", "too_large", "error"]
 
 
 class MetricSink(Protocol):
@@ -239,6 +257,12 @@ class ServiceMetrics:
     def previews_made(self, model: str, count: int, seconds: float) -> None:
         self.sink.record(PREVIEWS, count, {"model": model})
         self.sink.record(PREVIEW_SECONDS, seconds, {"model": model})
+
+    def result_cache(self, model: str, outcome: CacheEvent) -> None:
+        self.sink.record(RESULT_CACHE, 1, {"model": model, "outcome": outcome})
+
+    def dependency_failed(self, dependency: Dependency) -> None:
+        self.sink.record(DEPENDENCY_FAILURES, 1, {"dependency": dependency})
 
     def request_error(self, route: str, status: int, code: str | None) -> None:
         tags = {"route": route, "status": str(status), "code": code or "none"}

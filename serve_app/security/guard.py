@@ -9,16 +9,21 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DBAPIError
+
 from serve_app import environment
 from serve_app.config import AppConfig, AuthConfig, RateLimitConfig
+from serve_app.db import is_outage, outage_summary
 from serve_app.errors import (
     AuthenticationError,
+    DatabaseUnavailableError,
     ErrorCode,
     PermissionDeniedError,
     RateLimitError,
     ServiceError,
     ServiceUnavailableError,
 )
+from serve_app.observability.metrics import ServiceMetrics
 from serve_app.security.authenticator import Authenticator
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher, Principal, pepper_from_environment
@@ -94,11 +99,13 @@ class Guard:
         limits: RateLimitConfig,
         authenticator: Authenticator | None,
         limiter: LimiterBackend | None,
+        metrics: ServiceMetrics | None = None,
     ):
         self.auth = auth
         self.limits = limits
         self.authenticator = authenticator
         self.limiter = limiter
+        self.metrics = metrics or ServiceMetrics()
         self._last_backend_error_log = -BACKEND_ERROR_LOG_EVERY_S
 
     async def admit(
@@ -120,7 +127,7 @@ class Guard:
         try:
             await self.limiter.release(granted.slots_key, granted.slot)
         except Exception as error:  # the slot expires on its own
-            self._log_backend_error(error)
+            self._backend_failed(error)
 
     async def close(self) -> None:
         if self.limiter is not None:
@@ -164,7 +171,15 @@ class Guard:
                 ),
                 challenge,
             )
-        principal = await self.authenticator.principal_for(key)
+        try:
+            principal = await self.authenticator.principal_for(key)
+        except DBAPIError as error:
+            if not is_outage(error):
+                raise
+            # A key it cannot look up is neither valid nor invalid: ask the caller to retry.
+            self.metrics.dependency_failed("key_store")
+            logger.warning("API keys cannot be checked: %s", outage_summary(error))
+            raise Refusal(DatabaseUnavailableError()) from None
         if principal is None:
             raise Refusal(
                 AuthenticationError(
@@ -206,7 +221,7 @@ class Guard:
                 slots_key, max_concurrent, deadline_s + SLOT_MARGIN_S, buckets
             )
         except Exception as error:  # Redis down or slow: the configured policy decides
-            self._log_backend_error(error)
+            self._backend_failed(error)
             if self.limits.on_backend_error == "deny":
                 raise Refusal(
                     ServiceUnavailableError(
@@ -241,7 +256,9 @@ class Guard:
     def _limit_headers(admission: Admission, granted: Pass) -> dict[str, str]:
         return {**granted.headers, "Retry-After": str(admission.retry_after_s)}
 
-    def _log_backend_error(self, error: Exception) -> None:
+    def _backend_failed(self, error: Exception) -> None:
+        """Counted every time; logged at most every BACKEND_ERROR_LOG_EVERY_S."""
+        self.metrics.dependency_failed("rate_limiter")
         now = time.monotonic()
         if now - self._last_backend_error_log >= BACKEND_ERROR_LOG_EVERY_S:
             self._last_backend_error_log = now
@@ -256,7 +273,7 @@ class Guard:
             )
 
 
-def build_guard(config: AppConfig) -> Guard:
+def build_guard(config: AppConfig, metrics: ServiceMetrics | None = None) -> Guard:
     """The door for this config: opens the key store and the limiter it names."""
     authenticator = None
     if config.auth.enabled:
@@ -268,4 +285,4 @@ def build_guard(config: AppConfig) -> Guard:
         limits = config.rate_limits
         redis_url = environment.redis_url(limits.redis_url)
         limiter = RedisLimiter(redis_url, limits.redis_timeout_s) if redis_url else LocalLimiter()
-    return Guard(config.auth, config.rate_limits, authenticator, limiter)
+    return Guard(config.auth, config.rate_limits, authenticator, limiter, metrics)

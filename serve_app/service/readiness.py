@@ -1,15 +1,17 @@
 """Readiness: can the service take requests now? (Liveness, that the Gateway answers at
 all, needs nothing of this.)
 
-`unavailable` (the route answers 503) when requests would fail: a deployment that serves
-them (the Gateway, the PromptTemplater, a model) has no running replica although its
-floor is one or more, or a store that requests need does not answer (the job store; the
-key store where keys are on; Redis where rate limits refuse requests without it).
-`degraded` (still 200) when capacity is short but requests are served: a deployment below
-its target, the JobRunner gone (accepted jobs wait in the store), Redis down where limits
-let requests pass. Every Gateway sees the same cluster: a load balancer that took them
-all out for a replica short would turn reduced capacity into an outage, so that is for
-alerts (the body names it), not for the load balancer.
+`unavailable` (the route answers 503) when requests would fail: a deployment that every
+request needs (the Gateway, the PromptTemplater) has no running replica although its
+floor is one or more, no model has one, or a store that requests need does not answer
+(the job store; the key store where keys are on; Redis where rate limits refuse requests
+without it). `degraded` (still 200) when capacity is short but requests are served: a
+deployment below its target, one model without a replica while others serve (a model
+that failed to start: its own requests get 503 `model_unavailable`), the JobRunner gone
+(accepted jobs wait in the store), Redis down where limits let requests pass.
+Every Gateway sees the same cluster: a load balancer that took them all out for a
+replica short would turn reduced capacity into an outage, so that is for alerts (the
+body names it), not for the load balancer.
 """
 
 from __future__ import annotations
@@ -81,10 +83,14 @@ async def readiness(
     ]
     deployments: dict[str, Any] | None = None
     if replicas is not None:
-        serving = {*SERVING_DEPLOYMENTS, *models}
+        models = set(models)
+        # One model down while another serves costs that model's requests, not the
+        # service's: a balancer that dropped every Gateway would stop the others too.
+        some_model_serves = any(replicas[m].running > 0 for m in models if m in replicas)
+        needed = {*SERVING_DEPLOYMENTS, *(() if some_model_serves else models)}
         deployments = {}
         for name, count in sorted(replicas.items()):
-            state = _deployment_state(count, serves_requests=name in serving)
+            state = _deployment_state(count, serves_requests=name in needed)
             deployments[name] = {"state": state, **asdict(count)}
             states.append(state)
     status: Readiness = (

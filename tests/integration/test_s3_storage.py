@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,14 +16,23 @@ from PIL import Image
 from tests.conftest import s3_client
 from tests.helpers import assert_error
 from tests.integration.conftest import deploy_and_wait
-from tests.integration.jobs_helpers import generation_job, wait_for_job
+from tests.integration.jobs_helpers import generation_job, wait_for_job, wait_until
+from tests.tcp_gate import TcpGate
 
 pytestmark = pytest.mark.integration
 APP_NAME = "images-s3"
 
 
 @pytest.fixture(scope="module")
-def s3_app(serve_port, app_args, s3_server, s3_bucket_module, tmp_path_factory) -> str:
+def s3_gate(s3_server) -> Iterator[TcpGate]:
+    """The service reaches S3 through this gate, which a test can shut and open again."""
+    gate = TcpGate(s3_server.port).open()
+    yield gate
+    gate.shut()
+
+
+@pytest.fixture(scope="module")
+def s3_app(serve_port, app_args, s3_gate, s3_bucket_module, tmp_path_factory) -> str:
     from ray import serve
 
     args = copy.deepcopy(app_args)
@@ -41,7 +51,7 @@ def s3_app(serve_port, app_args, s3_server, s3_bucket_module, tmp_path_factory) 
         "s3": {
             "bucket": s3_bucket_module,
             "prefix": "results/",
-            "endpoint_url": s3_server.endpoint_url,
+            "endpoint_url": s3_gate.url,
             "region": "us-east-1",
             "addressing_style": "path",
             "max_attempts": 2,
@@ -59,7 +69,7 @@ def s3_bucket_module(s3_server) -> str:
     return "integration-results"
 
 
-def test_url_response_is_a_presigned_s3_url_to_a_png(s3_app, s3_server, s3_bucket_module):
+def test_url_response_is_a_presigned_s3_url_to_a_png(s3_app, s3_server, s3_gate, s3_bucket_module):
     response = httpx.post(
         f"{s3_app}/v1/images/generations",
         json={
@@ -75,7 +85,7 @@ def test_url_response_is_a_presigned_s3_url_to_a_png(s3_app, s3_server, s3_bucke
     assert response.status_code == 200, response.text
     (item,) = response.json()["data"]
     url = item["url"]
-    assert url.startswith(f"{s3_server.endpoint_url}/{s3_bucket_module}/results/")
+    assert url.startswith(f"{s3_gate.url}/{s3_bucket_module}/results/")
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=600" in url
 
     download = httpx.get(url, timeout=10)
@@ -112,6 +122,48 @@ def test_a_job_keeps_its_images_in_s3_under_keys_from_its_id(s3_app, s3_server, 
         assert "X-Amz-Signature=" in image["url"]
         download = httpx.get(image["url"], timeout=10)
         assert hashlib.sha256(download.content).hexdigest() == image["sha256"]
+
+
+def test_s3_unreachable_then_back_costs_retries_not_jobs(
+    s3_app, s3_gate, s3_server, s3_bucket_module
+):
+    """The S3 endpoint stops answering (connections refused) while jobs run and a caller
+    asks for a URL: the caller gets 503 storage_unavailable with Retry-After, base64
+    answers go on, and every job waits the outage out without spending an attempt and
+    ends succeeded once S3 is back, its images there."""
+    url_body = {"model": "sd-tiny", "prompt": "outage", "size": "64x64", "steps": 2}
+    with httpx.Client(base_url=s3_app, timeout=60) as client:
+        s3_gate.shut()
+        try:
+            job_ids = [
+                client.post("/v1/jobs", json=generation_job(f"s3 outage {i}")).json()["id"]
+                for i in range(3)
+            ]
+            refused = client.post(
+                "/v1/images/generations", json={**url_body, "response_format": "url"}
+            )
+            b64 = client.post(
+                "/v1/images/generations", json={**url_body, "response_format": "b64_json"}
+            )
+            wait_until(
+                lambda: all(client.get(f"/v1/jobs/{j}").json()["error"] for j in job_ids),
+                120,
+                "every job met the outage",
+            )
+        finally:
+            s3_gate.open()
+        jobs = [wait_for_job(client, job_id) for job_id in job_ids]
+    assert_error(refused, 503, "storage_unavailable")
+    assert refused.headers["retry-after"]
+    assert b64.status_code == 200, b64.text
+    assert [job["status"] for job in jobs] == ["succeeded"] * len(jobs), jobs
+    assert [job["attempts"] for job in jobs] == [1] * len(jobs)
+    s3 = s3_client(s3_server)
+    for job in jobs:
+        for image in job["result"]["images"]:
+            key = urlsplit(image["url"]).path.removeprefix(f"/{s3_bucket_module}/")
+            stored = s3.get_object(Bucket=s3_bucket_module, Key=key)["Body"].read()
+            assert hashlib.sha256(stored).hexdigest() == image["sha256"]
 
 
 def test_an_s3_outage_fails_the_job_instead_of_a_dangling_success(

@@ -12,7 +12,7 @@ from serve_app.service.readiness import ReplicaCount, readiness
 from tests.security_fixtures import REDIS_URL, closed_port
 from tests.unit.test_security_http import app_args, client_for, pepper  # noqa: F401
 
-MODELS = ["sd-tiny"]
+MODELS = ["sd-tiny", "z-image-tiny"]
 
 
 def count(running: int, target: int = 1, floor: int = 1) -> ReplicaCount:
@@ -31,8 +31,15 @@ AT_TARGET = {"Gateway": count(2, 2), "PromptTemplater": count(1), "JobRunner": c
         ({**AT_TARGET, "sd-tiny": count(1, target=3)}, "degraded", "sd-tiny"),
         # Accepted jobs wait in the store while the JobRunner comes back.
         ({**AT_TARGET, "JobRunner": count(0), "sd-tiny": count(1)}, "degraded", "JobRunner"),
-        # No replica of a model: its requests would fail.
+        # No replica of the only model: every image request would fail.
         ({**AT_TARGET, "sd-tiny": count(0)}, "unavailable", "sd-tiny"),
+        # One model down (it failed to start), another serving: only its requests fail.
+        (
+            {**AT_TARGET, "sd-tiny": count(0), "z-image-tiny": count(1)},
+            "degraded",
+            "sd-tiny",
+        ),
+        ({**AT_TARGET, "sd-tiny": count(0), "z-image-tiny": count(0)}, "unavailable", None),
         ({**AT_TARGET, "PromptTemplater": count(0), "sd-tiny": count(1)}, "unavailable", None),
         # Scaled to zero on purpose: the first request scales it up.
         ({**AT_TARGET, "sd-tiny": count(0, target=0, floor=0)}, "ok", None),

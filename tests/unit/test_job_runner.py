@@ -38,6 +38,10 @@ def replica_lost() -> ServiceUnavailableError:
     return ServiceUnavailableError("a replica was lost", code=ErrorCode.REPLICA_UNAVAILABLE)
 
 
+def storage_down() -> ServiceUnavailableError:
+    return ServiceUnavailableError("storage down", code=ErrorCode.STORAGE_UNAVAILABLE)
+
+
 @pytest.fixture
 def clock() -> Clock:
     clock = Clock()
@@ -61,15 +65,25 @@ def runner_for(store: JobStore, executor: FailingExecutor, **jobs: Any) -> JobRu
     return JobRunner(store, executor, JobsConfig(**jobs), worker_id="w1")
 
 
-async def test_a_lost_model_replica_spends_no_attempt(store, clock):
+@pytest.mark.parametrize(
+    ("outage", "bound"),
+    [
+        (lambda: replica_lost(), "max_replica_losses"),
+        (lambda: storage_down(), "max_storage_outages"),
+    ],
+    ids=["lost model replica", "image store down"],
+)
+async def test_an_outage_spends_no_attempt(store, clock, outage, bound):
+    """A lost model replica, or an image store that cannot take the result, is not the
+    job's fault: the job runs again without spending an attempt."""
     (created,) = make_jobs(1)
     store.create_jobs([created], max_attempts=1)
-    executor = FailingExecutor(replica_lost(), replica_lost())
-    runner = runner_for(store, executor, max_attempts=1, max_replica_losses=5)
+    executor = FailingExecutor(outage(), outage())
+    runner = runner_for(store, executor, max_attempts=1, **{bound: 5})
     for _ in range(2):
         job = await run_once(runner, store, clock)
         assert (job.status, job.attempts) == ("queued", 0)
-        assert job.error["code"] == ErrorCode.REPLICA_UNAVAILABLE
+        assert job.error["code"] == outage().code
     job = await run_once(runner, store, clock)
     assert (job.status, job.attempts, executor.calls) == ("succeeded", 1, 3)
 
@@ -89,11 +103,22 @@ async def test_a_job_that_keeps_losing_its_replica_ends_failed(store, clock):
     assert executor.calls == 5
 
 
+async def test_an_image_store_down_past_its_bound_spends_attempts(store, clock):
+    (created,) = make_jobs(1)
+    store.create_jobs([created], max_attempts=1)
+    executor = FailingExecutor(storage_down(), storage_down())
+    runner = runner_for(store, executor, max_attempts=1, max_storage_outages=1)
+    job = await run_once(runner, store, clock)
+    assert (job.status, job.attempts) == ("queued", 0)
+    job = await run_once(runner, store, clock)
+    assert (job.status, job.attempts) == ("failed", 1)
+
+
 async def test_the_jobs_own_failures_spend_attempts_and_a_4xx_fails_at_once(store, clock):
     first, second = make_jobs(2)
     store.create_jobs([first], max_attempts=2)
-    storage_down = ServiceUnavailableError("storage down", code=ErrorCode.STORAGE_UNAVAILABLE)
-    runner = runner_for(store, FailingExecutor(storage_down, storage_down), max_attempts=2)
+    timed_out = ServiceUnavailableError("the model timed out", code=ErrorCode.MODEL_TIMEOUT)
+    runner = runner_for(store, FailingExecutor(timed_out, timed_out), max_attempts=2)
     job = await run_once(runner, store, clock)
     assert (job.id, job.status, job.attempts) == (first.id, "queued", 1)
     job = await run_once(runner, store, clock)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from serve_app.config import AppConfig
+from serve_app.observability.metrics import DEPENDENCY_FAILURES, InMemorySink, ServiceMetrics
 from serve_app.security.key_store import KeyStore
 from serve_app.security.keys import KeyHasher
 from tests.helpers import assert_error, in_process_app, local_args
@@ -181,9 +182,17 @@ async def test_redis_unreachable_follows_the_configured_policy(tmp_path, store, 
         "redis_timeout_s": 0.5,
         "on_backend_error": policy,
     }
-    async with client_for(tmp_path, app_args(tmp_path, rate_limits=limits)) as client:
+    sink = InMemorySink()
+    app = in_process_app(
+        AppConfig.model_validate(app_args(tmp_path, rate_limits=limits)),
+        metrics=ServiceMetrics(sink),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/v1/models", headers=bearer(key))
     assert response.status_code == status
+    # Either way ops can see it: a counted failure (and a log line, at most every 30 s).
+    assert sink.values(DEPENDENCY_FAILURES, dependency="rate_limiter") == [1]
     if status == 503:
         assert_error(response, 503, "rate_limiter_unavailable")
         assert response.headers["retry-after"] == "1"
