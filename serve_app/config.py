@@ -259,6 +259,9 @@ class ModelConfig(StrictModel):
     warmup: WarmupConfig = WarmupConfig()
     previews: PreviewConfig = PreviewConfig()
     custom_weights: CustomWeights | None = None
+    # Answer an exact repeat of a seeded request from the result cache (`result_cache:`
+    # at the top level says where and for how long); image models only.
+    result_cache: bool = False
     # Vision-chat models: sampling defaults and per-request limits. A vision-chat model's
     # `batching.max_batch_size` counts conversations (rows) in one `generate` call.
     chat: ChatConfig = ChatConfig()
@@ -299,6 +302,8 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
+        if self.result_cache and self.task is Task.VISION_CHAT:
+            raise ValueError("result_cache is for image models; a vision-chat model has none")
         if self.task is Task.VISION_CHAT:
             if self.chat.limits.max_n > self.batching.max_batch_size:
                 raise ValueError(
@@ -591,6 +596,9 @@ class JobsConfig(StrictModel):
     max_attempts: int = Field(3, ge=1, le=20)
     # Lost model replicas a job may meet without spending an attempt (README, Jobs).
     max_replica_losses: int = Field(5, ge=0, le=100)
+    # Image-store outages (storage_unavailable) a job may meet without spending an
+    # attempt: with the retry backoff (2, 4 ... 60 s) the default rides out ~15 minutes.
+    max_storage_outages: int = Field(20, ge=0, le=1000)
     # Jobs one JobRunner replica runs at once (they share the models' batches).
     runner_concurrency: int = Field(16, ge=1, le=1024)
     poll_interval_s: float = Field(0.5, gt=0, le=60)
@@ -627,6 +635,21 @@ class ConsoleConfig(StrictModel):
     enabled: bool = False
 
 
+class ResultCacheConfig(StrictModel):
+    """Images of seeded requests kept for an exact repeat, for the models that opt in
+    (`result_cache: true` on the model). Shared by every replica through the Redis that
+    rate limits name (`rate_limits.redis_url` or $IMAGE_SERVICE_REDIS_URL), else kept in
+    each replica's memory. Entries go oldest first past `max_bytes`, and after `ttl_s`."""
+
+    ttl_s: float = Field(86_400.0, gt=0, le=30 * 86_400)
+    max_bytes: int = Field(256 << 20, ge=1 << 20)
+    # A result bigger than this (its encoded images together) is not kept.
+    max_entry_bytes: int = Field(16 << 20, ge=1 << 10)
+    # Off: a tenant is only ever answered from its own requests' results.
+    across_tenants: bool = False
+    key_prefix: str = Field("image-service:results", min_length=1)
+
+
 class AppConfig(StrictModel):
     models: list[ModelConfig] = Field(min_length=1)
     templates_path: str = "configs/templates.yaml"
@@ -638,6 +661,7 @@ class AppConfig(StrictModel):
     observability: ObservabilityConfig = ObservabilityConfig()
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
+    result_cache: ResultCacheConfig = ResultCacheConfig()
     cors: CorsConfig = CorsConfig()
     console: ConsoleConfig = ConsoleConfig()
 

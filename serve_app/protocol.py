@@ -292,6 +292,11 @@ class ModelCapabilities(APIModel):
         "(otherwise a stream carries only the final images)."
     )
     size_multiple: int = Field(description="Width and height are multiples of this.")
+    result_cache: bool = Field(
+        False,
+        description="An exact repeat of a seeded request is answered from stored images "
+        "(`x-cache: hit`), without the GPU.",
+    )
     batching: ModelBatching
 
 

@@ -67,8 +67,10 @@ class PartialImage:
 @dataclass(frozen=True)
 class GenerationResult:
     images: list[GeneratedImage]
-    # Images in the pipeline call this request shared (1 = ran alone).
+    # Images in the pipeline call this request shared (1 = ran alone; 0 = none ran).
     batch_images: int
+    # For a request the result cache keeps: "hit" (answered from it) or "miss".
+    cache: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -61,6 +61,7 @@ def model_card(model: ModelConfig) -> ModelCard:
             reports_progress=traits.reports_steps,
             supports_partial_images=traits.reports_steps,
             size_multiple=traits.size_multiple,
+            result_cache=model.result_cache,
             batching=ModelBatching(
                 mode=traits.batching,
                 max_batch_images=model.batching.max_batch_size,

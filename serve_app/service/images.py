@@ -9,7 +9,7 @@ import base64
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from serve_app.config import AppConfig, ModelConfig, parse_size
 from serve_app.errors import ErrorCode, InvalidRequestError, ServiceUnavailableError
@@ -38,6 +38,7 @@ from serve_app.protocol import (
 from serve_app.service.backends import ModelBackend, PromptBackend
 from serve_app.service.image_inputs import ImageInputs, ImageSource
 from serve_app.service.resolve import resolve_model
+from serve_app.service.result_cache import ResultCache
 from serve_app.service.sizing import check_size, requested_size, size_from_aspect
 from serve_app.storage import Storage, build_storage
 
@@ -58,6 +59,8 @@ class ModelCall:
     revised_prompt: str
     size: str
     steps: int
+    # The caller chose the seed: an exact repeat is worth answering from the result cache.
+    seeded: bool = False
 
 
 # Renders requests that use no catalog entry (see ImageService._render).
@@ -72,6 +75,7 @@ class ImageService:
         models: dict[str, ModelBackend],
         storage: Storage,
         metrics: ServiceMetrics | None = None,
+        results: ResultCache | None = None,
     ):
         self.config = config
         self.metrics = metrics or ServiceMetrics()
@@ -79,14 +83,15 @@ class ImageService:
         self.models = models
         self.storage = storage
         self.image_inputs = ImageInputs(config.images)
+        self.results = results or ResultCache.from_config(config, self.metrics)
 
     # --- generation -------------------------------------------------------------------
 
     async def generate_images(
-        self, body: ImageGenerationRequest, base_url: str
+        self, body: ImageGenerationRequest, base_url: str, tenant: str
     ) -> tuple[ImagesResponse, GenerationResult]:
         call = await self.plan_generation(body)
-        result = await self.call_model(call.model, call.spec)
+        result = await self.run(call, tenant)
         return await self._response(call, result, body, base_url), result
 
     async def edit_images(
@@ -95,10 +100,11 @@ class ImageService:
         uploads: list[ImageSource],
         mask_upload: ImageSource | None,
         base_url: str,
+        tenant: str,
     ) -> tuple[ImagesResponse, GenerationResult]:
         """Edit with images uploaded as files (multipart) or referenced in the JSON body."""
         call = await self.plan_edit(body, uploads, mask_upload)
-        result = await self.call_model(call.model, call.spec)
+        result = await self.run(call, tenant)
         return await self._response(call, result, body, base_url), result
 
     # --- streamed answers ---------------------------------------------------------------
@@ -160,7 +166,9 @@ class ImageService:
             output_compression=body.output_compression,
             partial_images=self._partial_images(body),
         )
-        return ModelCall(model, spec, rendered.prompt, f"{width}x{height}", steps)
+        return ModelCall(
+            model, spec, rendered.prompt, f"{width}x{height}", steps, seeded=body.seed is not None
+        )
 
     async def plan_edit(
         self,
@@ -195,7 +203,9 @@ class ImageService:
             output_compression=body.output_compression,
             partial_images=self._partial_images(body),
         )
-        return ModelCall(model, spec, rendered.prompt, prepared.size, steps)
+        return ModelCall(
+            model, spec, rendered.prompt, prepared.size, steps, seeded=body.seed is not None
+        )
 
     @staticmethod
     def _edit_sources(
@@ -358,6 +368,20 @@ class ImageService:
             model=call.model.name,
             usage=ImageUsage(images=len(data), megapixels=round(pixels / 1e6, 4), steps=call.steps),
         )
+
+    async def run(self, call: ModelCall, tenant: str) -> GenerationResult:
+        """The call's images: from the result cache for an exact repeat of a seeded
+        request to a model that keeps results, else from the model (and then kept)."""
+        key = self.results.key_for(call.model, call.spec, call.seeded, tenant)
+        if key is not None:
+            cached = await self.results.get(call.model, key)
+            if cached is not None:
+                return cached
+        result = await self.call_model(call.model, call.spec)
+        if key is None:
+            return result
+        await self.results.put(call.model, key, result)
+        return replace(result, cache="miss")
 
     async def call_model(
         self, model: ModelConfig, spec: GenerationSpec | EditSpec

@@ -42,7 +42,7 @@ class JobExecutor:
             call = await self.service.plan_generation(item.request)
         # Previews, if asked for, go to the job's event stream.
         spec = replace(call.spec, job_id=job.id, partial_images=item.request.partial_images)
-        result = await self.service.call_model(call.model, spec)
+        result = await self.service.run(replace(call, spec=spec), job.tenant)
         images = await asyncio.to_thread(self._store, job.id, spec.output_format, result)
         return {
             "model": call.model.name,

@@ -17,7 +17,7 @@ from serve_app.api.dependencies import Images
 from serve_app.api.errors import error_responses
 from serve_app.api.middleware import request_notes
 from serve_app.api.sse import MEDIA_TYPE, SSE_HEADERS, SSE_SCHEMA, error_event, sse
-from serve_app.api.tenancy import authorize_model
+from serve_app.api.tenancy import authorize_model, tenant_of
 from serve_app.errors import (
     ErrorCode,
     InvalidRequestError,
@@ -127,10 +127,10 @@ async def split_form(
 
 
 def images_answer(response: ImagesResponse, result: GenerationResult) -> JSONResponse:
-    return JSONResponse(
-        response.model_dump(exclude_none=True),
-        headers={"x-batch-images": str(result.batch_images)},
-    )
+    headers = {"x-batch-images": str(result.batch_images)}
+    if result.cache is not None:
+        headers["x-cache"] = result.cache
+    return JSONResponse(response.model_dump(exclude_none=True), headers=headers)
 
 
 def streamed_answer(
@@ -186,7 +186,7 @@ async def create_image(request: Request, body: ImageGenerationRequest, images: I
     authorize_model(request, images.resolve_model(body.model, task=Task.TEXT_TO_IMAGE).name)
     if body.stream:
         return streamed_answer(request, await images.stream_generation(body), notes)
-    response, result = await images.generate_images(body, str(request.base_url))
+    response, result = await images.generate_images(body, str(request.base_url), tenant_of(request))
     notes.result(response.model, (image.data for image in result.images), result.batch_images)
     return images_answer(response, result)
 
@@ -219,6 +219,8 @@ async def edit_image(request: Request, images: Images):
     authorize_model(request, images.resolve_model(body.model, task=Task.IMAGE_EDIT).name)
     if body.stream:
         return streamed_answer(request, await images.stream_edit(body, uploads, mask), notes)
-    response, result = await images.edit_images(body, uploads, mask, str(request.base_url))
+    response, result = await images.edit_images(
+        body, uploads, mask, str(request.base_url), tenant_of(request)
+    )
     notes.result(response.model, (image.data for image in result.images), result.batch_images)
     return images_answer(response, result)
