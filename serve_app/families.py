@@ -79,6 +79,13 @@ FAMILIES: dict[str, FamilyTraits] = {
             supports_negative_prompt=False,
         ),
         FamilyTraits(
+            "qwen-image",
+            Task.TEXT_TO_IMAGE,
+            "serve_app.models.qwen_image:QwenImageFamily",
+            # VAE factor 8 times the transformer's 2x2 patches.
+            size_multiple=16,
+        ),
+        FamilyTraits(
             "instruct-pix2pix",
             Task.IMAGE_EDIT,
             "serve_app.models.instruct_pix2pix:InstructPix2PixFamily",

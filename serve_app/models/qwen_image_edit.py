@@ -14,15 +14,18 @@ import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit as edit_module
 import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as plus_module
 import torch
 from diffusers import (
-    AutoencoderKLQwenImage,
     FlowMatchEulerDiscreteScheduler,
     QwenImageEditPipeline,
     QwenImageEditPlusPipeline,
-    QwenImageTransformer2DModel,
 )
 from PIL import Image
 
 from serve_app.models.edit_base import ImageEditFamily, module_attribute
+from serve_app.models.qwen_image import (
+    DEFAULT_NEGATIVE_PROMPT,
+    tiny_qwen_image_parts,
+    unpack_qwen_latents,
+)
 from serve_app.models.qwen_vl import (
     load_pipeline_with_processor,
     mark_processor_as_upstream,
@@ -31,9 +34,6 @@ from serve_app.models.qwen_vl import (
     tiny_vl_tokenizer,
 )
 from serve_app.models.spec import EditSpec
-
-# Qwen-Image's official examples turn true CFG on with a single-space negative prompt.
-DEFAULT_NEGATIVE_PROMPT = " "
 
 
 class QwenImageEditFamily(ImageEditFamily):
@@ -65,8 +65,7 @@ class QwenImageEditFamily(ImageEditFamily):
     def unpack_latents(
         self, pipeline: Any, latents: torch.Tensor, height: int, width: int
     ) -> torch.Tensor:
-        # 2x2-patch sequences back to (B, C, 1, h, w), as the pipeline does before decoding.
-        return pipeline._unpack_latents(latents, height, width, pipeline.vae_scale_factor)
+        return unpack_qwen_latents(pipeline, latents, height, width)
 
     def call_pipeline(self, pipeline: Any, arguments: dict[str, Any]) -> Any:
         # The pipeline rescales the image it conditions on to ~1 MP; keep the working size.
@@ -77,24 +76,7 @@ class QwenImageEditFamily(ImageEditFamily):
     def build_tiny(self, folder: Path) -> None:
         tokenizer = tiny_vl_tokenizer()
         text_encoder = tiny_vl_text_encoder(tokenizer)
-        torch.manual_seed(0)
-        vae = AutoencoderKLQwenImage(
-            base_dim=8,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
-        transformer = QwenImageTransformer2DModel(
-            patch_size=2,
-            in_channels=64,
-            out_channels=16,
-            num_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=32,
-            axes_dims_rope=(8, 4, 4),
-        )
+        vae, transformer = tiny_qwen_image_parts()
         pipeline = self.pipeline_class()(
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
             vae=vae,

@@ -175,6 +175,25 @@ def webhook_receiver() -> WebhookReceiver:
     return WebhookReceiver(WEBHOOK_SECRET)
 
 
+def tiny_text_to_image(name: str, family: str, guidance: float) -> dict:
+    return {
+        "name": name,
+        "family": family,
+        "path": f"tiny:{family}",
+        "dtype": "float32",
+        "device": "cpu",
+        "defaults": {"size": "64x64", "steps": 2, "guidance_scale": guidance},
+        "limits": {
+            "max_n": 2,
+            "min_side": 64,
+            "max_side": 256,
+            "max_pixels": 65536,
+            "max_steps": 8,
+        },
+        "batching": {"max_batch_size": 4},
+    }
+
+
 def integration_app_args(
     tmp_root: Path,
     tiny_cache: Path,
@@ -210,24 +229,9 @@ def integration_app_args(
     for model in args["models"]:
         if FAMILIES[model["family"]].batching is Batching.SHARED:
             model["batching"] = {"max_batch_size": 8, "idle_wait_s": 0.5}
-    args["models"].append(
-        {
-            "name": "glm-image-tiny",
-            "family": "glm-image",
-            "path": "tiny:glm-image",
-            "dtype": "float32",
-            "device": "cpu",
-            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 1.5},
-            "limits": {
-                "max_n": 2,
-                "min_side": 64,
-                "max_side": 256,
-                "max_pixels": 65536,
-                "max_steps": 8,
-            },
-            "batching": {"max_batch_size": 4},
-        }
-    )
+    # The other text-to-image families, small and quick.
+    args["models"].append(tiny_text_to_image("glm-image-tiny", "glm-image", guidance=1.5))
+    args["models"].append(tiny_text_to_image("qwen-image-tiny", "qwen-image", guidance=4.0))
     # A model of its own for the cancellation tests: many steps allowed, so an abandoned
     # request would run for tens of seconds, and no other test's requests in its calls.
     args["models"].append(

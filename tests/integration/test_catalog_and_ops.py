@@ -17,6 +17,7 @@ def test_models_list_each_model_with_its_task(client):
         "sd-tiny": "text-to-image",
         "sd-slow-tiny": "text-to-image",
         "glm-image-tiny": "text-to-image",
+        "qwen-image-tiny": "text-to-image",
         "pix2pix-tiny": "image-edit",
         "qwen-edit-tiny": "image-edit",
         "qwen-edit-plus-tiny": "image-edit",
@@ -54,7 +55,8 @@ def test_health_reports_models_and_replicas(client):
     assert reported["glm-image-tiny"] == "text-to-image"
     assert reported["longcat-edit-tiny"] == "image-edit"
     assert reported["qwen2.5-vl-tiny"] == "vision-chat"
-    assert len(reported) == 10
+    assert reported["qwen-image-tiny"] == "text-to-image"
+    assert len(reported) == 11
     assert all(m["device"] == "cpu" for m in health["models"])
     deployments = health["deployments"]
     assert set(deployments) == {"Gateway", "PromptTemplater", "JobRunner", *reported}
