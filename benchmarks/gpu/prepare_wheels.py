@@ -21,11 +21,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64"]
+# The device's Python 3.12.3 is Ubuntu 24.04's (glibc 2.39); pip matches each tag exactly.
+PLATFORMS = ["manylinux_2_35_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x86_64"]
+PLATFORMS += ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64"]
 PLATFORMS += ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 # What the raw diffusers, naive-server and LitServe baselines import: these go in part 1.
 BASELINE_REQUIREMENTS = [
@@ -41,15 +44,40 @@ BASELINE_REQUIREMENTS = [
     "tqdm>=4.66",
     "litserve==0.2.19",
 ]
-SERVE_REQUIREMENTS = ["ray[serve]==2.60.0"]
 # In the device image already (device KINDS.md, 2026-11-17), large, and compiled against
 # its torch stack: carrying our own copies would cost room and risk mismatches.
 DEVICE_PROVIDED = {"numpy", "pillow", "grpcio", "hf-xet", "uvloop", "torch", "triton"}
+DEVICE_PROVIDED |= {"accelerate", "psutil", "colorama"}
+# Generated gRPC code refuses to import under an older grpcio than it was made with, and
+# the device's grpcio is 1.84.0 (seen on the H200 machine, 2026-12-04).
+DEVICE_PINS = ["grpcio-reflection==1.84.0"]
+# Imported only when a config names S3 or PostgreSQL, which the GPU config does not.
+NOT_AT_START = {"boto3", "psycopg"}
+
+
+def normalized(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(requirement: str) -> str:
+    return normalized(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0])
+
+
+def serve_requirements() -> list[str]:
+    """The project's own runtime dependencies (pyproject.toml), less what the device has
+    and what the service imports only for a store the GPU config does not use."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    skip = DEVICE_PROVIDED | NOT_AT_START
+    wanted = [r for r in project["dependencies"] if requirement_name(r) not in skip]
+    return wanted + DEVICE_PINS
+
+
 MIB = 1 << 20
 
 
 def project_name(wheel: Path) -> str:
-    return re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+    return normalized(wheel.name.split("-")[0])
 
 
 def download(requirements: list[str], folder: Path) -> None:
@@ -134,9 +162,10 @@ def main() -> None:
     cache = args.out / "download"
     baseline_dir, serve_dir = cache / "baseline", cache / "serve"
     for folder in (baseline_dir, serve_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)  # a wheel left by an older pin would ride too
+        folder.mkdir(parents=True)
     download(BASELINE_REQUIREMENTS, baseline_dir)
-    download(SERVE_REQUIREMENTS, serve_dir)
+    download(serve_requirements(), serve_dir)
 
     def carried(folder: Path) -> list[Path]:
         return [w for w in sorted(folder.glob("*.whl")) if project_name(w) not in DEVICE_PROVIDED]
@@ -152,6 +181,9 @@ def main() -> None:
         second.append(without_jars(wheel, repacked) if project_name(wheel) == "ray" else wheel)
 
     parts = pack(first, second, limit)
+    names = [project_name(w) for part in parts for w in part]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise SystemExit(f"two versions of {twice}: pip on the device would refuse them all")
     manifest = "\n".join(sorted(w.name for part in parts for w in part)) + "\n"
     for old in args.out.glob("part*"):
         shutil.rmtree(old)

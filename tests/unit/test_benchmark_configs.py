@@ -15,7 +15,16 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from benchmarks.configs import bench_application, load_application, serve_config
-from benchmarks.gpu.prepare_wheels import MIB, pack, project_name, without_jars
+from benchmarks.gpu.prepare_wheels import (
+    BASELINE_REQUIREMENTS,
+    DEVICE_PROVIDED,
+    MIB,
+    pack,
+    project_name,
+    requirement_name,
+    serve_requirements,
+    without_jars,
+)
 from benchmarks.load import arrival_times
 from benchmarks.real_models import REAL_MODELS
 from benchmarks.sweep import parse_args
@@ -122,6 +131,69 @@ def fake_wheel(path: Path, files: dict[str, bytes], executable: str | None = Non
             info.external_attr = (stat.S_IFREG | mode) << 16
             wheel.writestr(info, data)
     return path
+
+
+# Imports every module a Serve replica of the GPU config loads at start, and prints the
+# distributions they come from.
+STARTUP_IMPORTS = """
+import importlib, pkgutil, sys
+from importlib.metadata import packages_distributions
+import serve_app.graph, deployments
+for module in pkgutil.iter_modules(deployments.__path__):
+    importlib.import_module("deployments." + module.name)
+owners = packages_distributions()
+for top in sorted({name.split(".")[0] for name in sys.modules}):
+    for dist in owners.get(top, []):
+        print(dist)
+"""
+
+
+def requirement_closure(requirements: list[str]) -> set[str]:
+    """Every distribution these requirements pull in, read from the installed metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = requirement_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            declared = requires(requirement.name) or []
+        except PackageNotFoundError:
+            continue  # not installed here: its own needs cannot be read, only its name
+        for line in declared:
+            needed = Requirement(line)
+            extras = requirement.extras or {""}
+            if needed.marker is None or any(
+                needed.marker.evaluate({"extra": extra, "python_version": "3.12"})
+                for extra in extras
+            ):
+                todo.append(needed)
+    return seen
+
+
+def test_the_wheel_parts_cover_every_distribution_a_replica_imports_at_start():
+    """The GPU machine has torch and a few more, nothing else: a distribution the service
+    imports at start that no carried requirement pulls in fails the serve phase there."""
+    printed = subprocess.run(
+        [sys.executable, "-c", STARTUP_IMPORTS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    imported = {requirement_name(line) for line in printed.split()} - {"image-serving"}
+    carried = requirement_closure(BASELINE_REQUIREMENTS + serve_requirements())
+    assert {"sqlalchemy", "alembic", "llguidance", "redis", "ray"} <= carried
+    on_device = requirement_closure(sorted(DEVICE_PROVIDED))  # torch brings sympy, networkx...
+    # Imported only where installed (try/except ImportError in anyio, httpcore, jsonschema).
+    optional = {"sniffio", "jsonpointer", "rfc3339-validator"}
+    assert imported - carried - on_device - optional == set()
 
 
 def test_ray_wheel_loses_its_jars_and_keeps_modes_and_record(tmp_path):
