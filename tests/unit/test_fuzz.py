@@ -7,7 +7,6 @@ error envelope; never a 5xx, never another exception."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import struct
 import zlib
@@ -16,14 +15,17 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from serve_app.config import AppConfig
 from serve_app.errors import ServiceError
 from serve_app.images import ImageLimits, decode_image
 from serve_app.models.engine import ModelEngine
 from serve_app.models.image_replica import ImageReplica
-from tests.helpers import in_process_app, scratch_args
+from serve_app.prompts import PromptCatalog
+from serve_app.prompts.catalog import PromptRequest
+from serve_app.prompts.engine import render_template
+from tests.helpers import REPO, in_process_app, scratch_args
+from tests.hostile_input import JSON_VALUES, ROUTES, VALUES, mutated, near_valid
 
 LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=4_000_000, max_side=4096)
 FUZZ = settings(
@@ -31,15 +33,6 @@ FUZZ = settings(
     deadline=None,  # CI machines are slow; the limits, not the clock, are under test
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def sample(fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.radial_gradient("L").resize((24, 16)).convert("RGB").save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-SAMPLES = {fmt: sample(fmt) for fmt in ("PNG", "JPEG", "WEBP")}
 
 
 def assert_decodes_or_refuses(data: bytes) -> None:
@@ -57,25 +50,6 @@ def assert_decodes_or_refuses(data: bytes) -> None:
 @given(st.binary(max_size=2048))
 def test_random_bytes(data):
     assert_decodes_or_refuses(data)
-
-
-@st.composite
-def mutated(draw) -> bytes:
-    data = bytearray(SAMPLES[draw(st.sampled_from(sorted(SAMPLES)))])
-    for _ in range(draw(st.integers(1, 8))):
-        action = draw(st.sampled_from(["flip", "cut", "insert", "zero"]))
-        at = draw(st.integers(0, len(data) - 1))
-        if action == "flip":
-            data[at] ^= draw(st.integers(1, 255))
-        elif action == "cut":
-            del data[at:]
-            if not data:
-                break
-        elif action == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=64))
-        else:
-            data[at : at + draw(st.integers(1, 32))] = b"\0" * 32
-    return bytes(data)
 
 
 @FUZZ
@@ -116,62 +90,41 @@ def test_headers_claiming_any_size_are_refused_before_decoding(width, height):
         assert not too_big and image.size == (width, height)
 
 
+# --- template variables and prompts that try to break out -----------------------------------
+
+CATALOG = PromptCatalog.from_yaml(REPO / "configs" / "templates.yaml")
+
+
+@FUZZ
+@given(first=VALUES, second=VALUES)
+def test_template_values_are_inserted_as_text_and_never_parsed(first, second):
+    rendered = render_template("shot of {a}, {{braces}} on {b}", {"a": first, "b": second})
+    assert rendered == "shot of " + first + ", {braces} on " + second
+
+
+@FUZZ
+@given(
+    variables=st.dictionaries(st.sampled_from(["product_name", "material", "x"]), VALUES),
+    prompt=VALUES,
+)
+def test_a_catalog_template_renders_any_values_or_refuses_by_name(variables, prompt):
+    request = PromptRequest(prompt=prompt, template="product-main-shot", variables=variables)
+    try:
+        rendered = CATALOG.render(request)
+    except ServiceError as error:
+        assert error.status_code == 400, error
+        assert error.code in {"unknown_variable", "missing_variable", "variable_too_long"}, error
+        assert error.param and error.param.startswith("variables"), error
+        return
+    # The template's own words are there, and the value as given (spaces collapsed; a
+    # value with commas may lose a gap an optional variable left, so it is not compared).
+    assert rendered.prompt.startswith("professional e-commerce main image of")
+    name = " ".join(variables["product_name"].split())
+    if "," not in name:
+        assert name in rendered.prompt
+
+
 # --- every JSON route of the real app ------------------------------------------------------
-
-ROUTES = (
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/jobs",
-    "/v1/batches",
-    "/v1/chat/completions",
-)
-VALID = {
-    "/v1/images/generations": {"model": "sd-tiny", "prompt": "a chair", "size": "64x64"},
-    "/v1/images/edits": {
-        "model": "sd-tiny",
-        "prompt": "blue",
-        "images": [{"b64_json": "aGVsbG8="}],
-    },
-    "/v1/jobs": {
-        "type": "image_generation",
-        "request": {"model": "sd-tiny", "prompt": "a chair", "size": "64x64"},
-    },
-    "/v1/batches": {
-        "jobs": [
-            {
-                "type": "image_generation",
-                "request": {"model": "sd-tiny", "prompt": "a chair", "size": "64x64"},
-            }
-        ]
-    },
-    "/v1/chat/completions": {"model": "sd-tiny", "messages": [{"role": "user", "content": "hi"}]},
-}
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=40)
-    | st.sampled_from(["", "\0", "{prompt}", "{0.__class__}", "%s%n", "\u202e", "64x64x64"])
-)
-JSON_VALUES = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=16,
-)
-
-
-@st.composite
-def near_valid(draw) -> tuple[str, dict]:
-    """A valid body of some route with one field replaced (or added) by any JSON value."""
-    route = draw(st.sampled_from(ROUTES))
-    body = json.loads(json.dumps(VALID[route]))
-    target = body["request"] if route == "/v1/jobs" else body
-    field = draw(st.sampled_from([*target, "n", "seed", "steps", "style", "variables", "x"]))
-    target[field] = draw(JSON_VALUES)
-    return route, body
 
 
 @pytest.fixture(scope="module")
