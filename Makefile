@@ -13,7 +13,7 @@ CONFIG ?= configs/local.yaml
 
 BIN := $(VENV)/bin
 
-.PHONY: install serve test test-fast lint services bench-cpu bench-wheels
+.PHONY: install serve test test-fast test-reliability lint services bench-cpu bench-wheels
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ test: lint services
 
 test-fast: install services
 	$(BIN)/python -m pytest -q tests/unit
+
+# The reliability campaign at full length (`make test` runs its short form): a 10-minute
+# soak, crashes, lost dependencies; figures in benchmarks/results/reliability.json and
+# the README's table.
+RELIABILITY_REPORT ?= benchmarks/results/reliability.json
+test-reliability: install services
+	RELIABILITY_LONG=1 RELIABILITY_REPORT=$(RELIABILITY_REPORT) $(BIN)/python -m pytest -q -s tests/reliability
+	$(BIN)/python -m tests.reliability.figures $(RELIABILITY_REPORT)
 
 # The CPU sweep: our service, the naive server and the raw pipeline with a tiny
 # random-weight model; JSON, Markdown and PNG plots in benchmarks/results/.
