@@ -86,6 +86,15 @@ FAMILIES: dict[str, FamilyTraits] = {
             size_multiple=16,
         ),
         FamilyTraits(
+            "flux",
+            Task.TEXT_TO_IMAGE,
+            "serve_app.models.flux:FluxFamily",
+            # VAE factor 8 times the transformer's 2x2 packing.
+            size_multiple=16,
+            # Guidance-distilled (dev) or guidance-free (schnell): no CFG to negate.
+            supports_negative_prompt=False,
+        ),
+        FamilyTraits(
             "instruct-pix2pix",
             Task.IMAGE_EDIT,
             "serve_app.models.instruct_pix2pix:InstructPix2PixFamily",
@@ -110,6 +119,16 @@ FAMILIES: dict[str, FamilyTraits] = {
             batching=Batching.PER_REQUEST,
             max_input_images=3,
             supports_mask=True,
+        ),
+        FamilyTraits(
+            "flux-kontext",
+            Task.IMAGE_EDIT,
+            "serve_app.models.flux:FluxKontextFamily",
+            size_multiple=16,
+            max_input_images=1,
+            supports_mask=True,
+            # Guidance-distilled like FLUX.1-dev: no CFG to negate.
+            supports_negative_prompt=False,
         ),
         FamilyTraits(
             "longcat-image-edit",

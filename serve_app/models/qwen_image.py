@@ -3,7 +3,7 @@ builds on. Its guidance is true CFG (`true_cfg_scale`), on above 1.
 
 Batches share one pipeline call: the prompts are padded to the longest under an attention
 mask, and each image has its own seeded generator, so an image does not depend on its
-neighbours (tests/unit/test_qwen_image.py).
+neighbours (tests/unit/test_dit_text_to_image.py).
 """
 
 from __future__ import annotations

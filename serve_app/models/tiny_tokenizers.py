@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import CLIPTokenizer, Qwen2Tokenizer
+from transformers import CLIPTokenizer, Qwen2Tokenizer, T5Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 CHAT_TEMPLATE = (
@@ -29,6 +29,15 @@ def clip_tokenizer() -> CLIPTokenizer:
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def t5_tokenizer() -> T5Tokenizer:
+    """A unigram vocabulary of printable ASCII characters after T5's three specials (pad,
+    end, unknown at ids 0-2, as in the real one); no sentinel tokens, which only the
+    T5 decoder uses."""
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    characters = [(chr(code), -1.0) for code in range(32, 127)]
+    return T5Tokenizer(vocab=specials + characters, extra_ids=0, model_max_length=512)
 
 
 def byte_level_tokenizer(

@@ -64,6 +64,12 @@ BAD_BODIES = [
         "unsupported_parameter",
         "negative_prompt",
     ),
+    (
+        {**GOOD, "model": "flux-tiny", "negative_prompt": "blurry"},
+        400,
+        "unsupported_parameter",
+        "negative_prompt",
+    ),
 ]
 
 

@@ -26,7 +26,14 @@ def edit_json(client, **body):
 
 
 @pytest.mark.parametrize(
-    "model", ["pix2pix-tiny", "qwen-edit-tiny", "qwen-edit-plus-tiny", "longcat-edit-tiny"]
+    "model",
+    [
+        "pix2pix-tiny",
+        "qwen-edit-tiny",
+        "qwen-edit-plus-tiny",
+        "longcat-edit-tiny",
+        "flux-kontext-tiny",
+    ],
 )
 def test_sdk_edit_with_one_image_keeps_the_aspect_at_the_working_area(openai_client, model):
     result = openai_client.images.edit(

@@ -19,6 +19,7 @@ EDIT_FAMILIES = [
     "qwen-image-edit",
     "qwen-image-edit-plus",
     "longcat-image-edit",
+    "flux-kontext",
 ]
 
 

@@ -63,5 +63,5 @@ def test_config_and_model_cards_follow_the_table(name):
 
 def test_an_unknown_family_is_refused_with_the_known_ones():
     with pytest.raises(ValueError) as info:
-        ModelConfig(name="m", family="flux", path="x")
+        ModelConfig(name="m", family="imagen", path="x")
     assert all(name in str(info.value) for name in FAMILIES)
