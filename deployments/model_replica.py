@@ -44,15 +44,34 @@ class ModelReplica:
         self.replica = ImageReplica(
             engine, linger_s=model.batching.idle_wait_s, job_previews=progress.preview
         )
+        self._hold_adapter_set = None
+        if engine.adapters is not None:
+            # Tells Serve's routers which LoRA sets this replica holds, so requests for
+            # a set come here (the Gateway names the set as the multiplexed model id).
+            # The adapters' weights are the engine's to load and free.
+            async def adapter_set(set_id: str) -> str:
+                return set_id
+
+            limit = model.adapters.max_loaded
+            self._hold_adapter_set = serve.multiplexed(max_num_models_per_replica=limit)(
+                adapter_set
+            )
 
     async def run(self, spec: ModelSpec) -> GenerationResult:
+        await self._note_adapter_set()
         return await self.replica.run(spec)
 
     async def stream(
         self, spec: ModelSpec
     ) -> AsyncIterator[StreamAccepted | PartialImage | GenerationResult]:
+        await self._note_adapter_set()
         async for item in self.replica.stream(spec):
             yield item
+
+    async def _note_adapter_set(self) -> None:
+        set_id = serve.get_multiplexed_model_id()
+        if set_id and self._hold_adapter_set is not None:
+            await self._hold_adapter_set(set_id)
 
     def health(self) -> dict:
         return self.replica.engine.health()

@@ -22,7 +22,7 @@ from serve_app.environment import (
     SIGNING_SECRET_ENV,
     WEBHOOK_SECRETS_ENV,
 )
-from serve_app.families import FAMILIES, FAMILY_NAMES, FamilyTraits, Task
+from serve_app.families import FAMILIES, FAMILY_NAMES, Batching, FamilyTraits, Task
 
 RESERVED_DEPLOYMENT_NAMES = {"Gateway", "PromptTemplater", "JobRunner"}
 SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -127,6 +127,10 @@ class BatchingConfig(StrictModel):
     # A request that finds the model idle waits this long for others to share its call
     # (0: it starts at once). While a call runs, arrivals gather for the next regardless.
     idle_wait_s: float = Field(0.0, ge=0, le=5)
+    # Whether requests may share a pipeline call. Unset: as the family says. `false` makes
+    # every request run alone; `true` is for the generic `diffusers` families only, where
+    # the operator vouches that the checkpoint's pipeline batches prompts independently.
+    shared_calls: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -234,6 +238,33 @@ class CustomWeights(StrictModel):
     strict: bool = False
 
 
+class AdapterLimits(StrictModel):
+    """Per-request LoRA adapters on one model (families whose `supports_adapters` is set)."""
+
+    # Adapters a replica keeps loaded; the least recently used goes first (its weights
+    # freed) when another is needed.
+    max_loaded: int = Field(4, ge=1, le=64)
+    # Adapters one request may combine.
+    max_per_request: int = Field(3, ge=1, le=8)
+    # A request's scale for an adapter lies within +-max_scale.
+    max_scale: float = Field(2.0, gt=0, le=10)
+
+
+class LoraConfig(StrictModel):
+    """One adapter of the LoRA catalog (`loras:` at the top level), chosen per request."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # A folder, a `.safetensors` file, a hub id, or `tiny:<seed>` for a random rank-4
+    # adapter built on first use (tests and the embedded default).
+    path: str = Field(min_length=1)
+    # The weights file inside a folder or hub repository, where it holds more than one.
+    weight_name: str | None = None
+    # The models it was trained for (a LoRA fits one base model's layers); names this
+    # config does not serve are skipped.
+    models: list[str] = Field(min_length=1)
+    description: str = ""
+
+
 # The family table's names, so a typo is refused with the list of valid ones.
 Family = Literal[FAMILY_NAMES]  # type: ignore[valid-type]
 
@@ -262,6 +293,8 @@ class ModelConfig(StrictModel):
     # Answer an exact repeat of a seeded request from the result cache (`result_cache:`
     # at the top level says where and for how long); image models only.
     result_cache: bool = False
+    # Per-request LoRA adapters from the catalog: how many a replica keeps, and asks.
+    adapters: AdapterLimits = AdapterLimits()
     # Vision-chat models: sampling defaults and per-request limits. A vision-chat model's
     # `batching.max_batch_size` counts conversations (rows) in one `generate` call.
     chat: ChatConfig = ChatConfig()
@@ -287,6 +320,15 @@ class ModelConfig(StrictModel):
     def traits(self) -> FamilyTraits:
         return FAMILIES[self.family]
 
+    @property
+    def batching_mode(self) -> Batching:
+        """How this model's requests share pipeline calls: the family's way, unless the
+        config says otherwise (batching.shared_calls)."""
+        declared = self.batching.shared_calls
+        if declared is None:
+            return self.traits.batching
+        return Batching.SHARED if declared else Batching.PER_REQUEST
+
     def warmup_shapes(self) -> list[tuple[int, int, int]]:
         """(width, height, images per call) of each warm-up call, in order."""
         sizes = self.warmup.sizes or [self.defaults.size]
@@ -302,6 +344,16 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
+        traits = self.traits
+        if (
+            self.batching.shared_calls
+            and traits.batching is Batching.PER_REQUEST
+            and not traits.batching_declarable
+        ):
+            raise ValueError(
+                f"batching.shared_calls: family {self.family!r} cannot share pipeline calls "
+                "(its images would depend on their neighbours); remove the setting"
+            )
         if self.result_cache and self.task is Task.VISION_CHAT:
             raise ValueError("result_cache is for image models; a vision-chat model has none")
         if self.task is Task.VISION_CHAT:
@@ -662,6 +714,8 @@ class AppConfig(StrictModel):
     auth: AuthConfig = AuthConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     result_cache: ResultCacheConfig = ResultCacheConfig()
+    # The LoRA catalog: adapters a request may name in `loras`, each for its models.
+    loras: list[LoraConfig] = []
     cors: CorsConfig = CorsConfig()
     console: ConsoleConfig = ConsoleConfig()
 
@@ -686,8 +740,32 @@ class AppConfig(StrictModel):
             raise ValueError(f"model names must be unique, repeated: {duplicates}")
         return models
 
+    @model_validator(mode="after")
+    def _loras_fit_their_models(self) -> AppConfig:
+        names = [lora.name for lora in self.loras]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"LoRA names must be unique: {duplicates}")
+        for lora in self.loras:
+            for name in lora.models:
+                model = self.model(name)
+                # A model not served here is skipped: one catalog serves configs that run
+                # a subset of the models (a benchmark, a node pool of its own).
+                if model is not None and not model.traits.supports_adapters:
+                    raise ValueError(
+                        f"LoRA {lora.name!r} names model {name!r}, whose family "
+                        f"{model.family!r} takes no per-request adapters"
+                    )
+        return self
+
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def lora(self, name: str) -> LoraConfig | None:
+        return next((lora for lora in self.loras if lora.name == name), None)
+
+    def loras_for(self, model: str) -> list[LoraConfig]:
+        return [lora for lora in self.loras if model in lora.models]
 
     def resolve_path(self, path: str) -> Path:
         """Relative paths in the config are relative to the working directory."""

@@ -36,12 +36,16 @@ class FamilyTraits:
     # Width and height must be multiples of this (VAE factor times patch size).
     size_multiple: int
     batching: Batching = Batching.SHARED
+    # A model's config may declare shared calls safe (`batching.shared_calls: true`): for
+    # the generic families, whose pipeline is whatever the checkpoint names.
+    batching_declarable: bool = False
     # Images one edit request may give (several where the model composes references).
     max_input_images: int = 0
     # A mask limits where an edit may change pixels.
     supports_mask: bool = False
     supports_negative_prompt: bool = True
-    # Per-request LoRA adapters; no family serves them yet.
+    # Per-request LoRA adapters: the pipeline has diffusers' LoRA loader
+    # (load_lora_weights / set_adapters / delete_adapters).
     supports_adapters: bool = False
     # The pipeline reports each denoising step (a job's progress moves per step).
     reports_steps: bool = True
@@ -58,6 +62,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             Task.TEXT_TO_IMAGE,
             "serve_app.models.stable_diffusion:StableDiffusionFamily",
             size_multiple=8,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "z-image",
@@ -65,6 +70,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             "serve_app.models.z_image:ZImageFamily",
             # VAE factor 8 times the transformer's 2x2 patches.
             size_multiple=16,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "glm-image",
@@ -84,6 +90,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             "serve_app.models.qwen_image:QwenImageFamily",
             # VAE factor 8 times the transformer's 2x2 patches.
             size_multiple=16,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "flux",
@@ -93,6 +100,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             size_multiple=16,
             # Guidance-distilled (dev) or guidance-free (schnell): no CFG to negate.
             supports_negative_prompt=False,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "instruct-pix2pix",
@@ -101,6 +109,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             size_multiple=8,
             max_input_images=1,
             supports_mask=True,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "qwen-image-edit",
@@ -109,6 +118,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             size_multiple=16,
             max_input_images=1,
             supports_mask=True,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "qwen-image-edit-plus",
@@ -119,6 +129,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             batching=Batching.PER_REQUEST,
             max_input_images=3,
             supports_mask=True,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "flux-kontext",
@@ -129,6 +140,7 @@ FAMILIES: dict[str, FamilyTraits] = {
             supports_mask=True,
             # Guidance-distilled like FLUX.1-dev: no CFG to negate.
             supports_negative_prompt=False,
+            supports_adapters=True,
         ),
         FamilyTraits(
             "longcat-image-edit",
@@ -140,6 +152,30 @@ FAMILIES: dict[str, FamilyTraits] = {
             max_input_images=1,
             supports_mask=True,
             # Its pipeline takes no step callback: a job's progress moves when it ends.
+            reports_steps=False,
+        ),
+        # Any diffusers pipeline AutoPipeline loads, with no code of its own: its
+        # requests run alone unless the model's config declares shared calls safe, it
+        # takes what its pipeline's call accepts, and it reports no steps (its latents
+        # may be packed in ways previews cannot know).
+        FamilyTraits(
+            "diffusers",
+            Task.TEXT_TO_IMAGE,
+            "serve_app.models.generic:GenericTextToImageFamily",
+            size_multiple=16,
+            batching=Batching.PER_REQUEST,
+            batching_declarable=True,
+            reports_steps=False,
+        ),
+        FamilyTraits(
+            "diffusers-image-to-image",
+            Task.IMAGE_EDIT,
+            "serve_app.models.generic:GenericImageToImageFamily",
+            size_multiple=16,
+            batching=Batching.PER_REQUEST,
+            batching_declarable=True,
+            max_input_images=1,
+            supports_mask=True,
             reports_steps=False,
         ),
         # Vision chat: one `generate` call holds every waiting conversation (left-padded,

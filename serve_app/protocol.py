@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -51,6 +52,31 @@ SIZE_PATTERN = r"^(auto|[0-9]{2,5}x[0-9]{2,5})$"
 NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
+def _json_text_in_a_form(value: Any, info: ValidationInfo) -> Any:
+    """A multipart form carries a structured field as JSON text."""
+    if isinstance(value, str) and (info.context or {}).get("form"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON array in a form field") from None
+    return value
+
+
+class LoraRequest(APIModel):
+    """A LoRA adapter from the catalog (`GET /v1/loras`), applied at `scale`."""
+
+    name: str = Field(max_length=64)
+    scale: float = Field(
+        1.0, description="0 leaves the base model as it is; at most the model's max_scale."
+    )
+
+    _scale_is_a_number = field_validator("scale", mode="before")(_json_number)
+
+
+# Adapters one request may name at all (each model allows at most its max_per_request).
+MAX_LORAS = 8
+
+
 class ImageRequest(APIModel):
     """What generation and edit requests share: OpenAI's fields, then our extensions."""
 
@@ -83,7 +109,13 @@ class ImageRequest(APIModel):
     guidance_scale: float | None = Field(None, ge=0)
     style: str | None = None
     brand: str | None = None
+    loras: list[LoraRequest] | None = Field(
+        None,
+        max_length=MAX_LORAS,
+        description="LoRA adapters to apply (a multipart form gives them as JSON text).",
+    )
 
+    _loras_in_a_form = field_validator("loras", mode="before")(_json_text_in_a_form)
     _numbers_are_numbers = field_validator(
         "n",
         "output_compression",
@@ -269,7 +301,7 @@ class ModelBatching(APIModel):
     """How the model's replica groups concurrent requests into pipeline calls."""
 
     mode: Batching = Field(
-        description="`shared`: requests with the same size, steps and guidance share one "
+        description="`shared`: requests with the same size, steps, guidance and LoRA set share one "
         "call; `per_request`: each request runs alone (its n images in one call)."
     )
     max_batch_images: int = Field(description="Images one pipeline call holds at most.")
@@ -329,6 +361,9 @@ class ModelCard(APIModel):
     max_pixels: int
     max_steps: int
     capabilities: ModelCapabilities
+    loras: list[str] = Field(
+        default_factory=list, description="The catalog's LoRA adapters for this model."
+    )
     # Vision-chat models only.
     chat: ChatCapabilities | None = None
 
@@ -336,6 +371,18 @@ class ModelCard(APIModel):
 class ModelList(APIModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class LoraCard(APIModel):
+    id: str
+    object: Literal["lora"] = "lora"
+    description: str = ""
+    models: list[str] = Field(description="The models it applies to.")
+
+
+class LoraList(APIModel):
+    object: Literal["list"] = "list"
+    data: list[LoraCard]
 
 
 class TemplateVariableCard(APIModel):

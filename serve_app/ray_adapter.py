@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.errors import ErrorCode, ServiceError, ServiceUnavailableError
 from serve_app.models.chat_spec import ChatResult, ChatSpec
-from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec
+from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec, adapter_set_id
 from serve_app.prompts import PromptRequest, RenderedPrompt
 from serve_app.service.readiness import ReplicaCount
 
@@ -103,6 +103,14 @@ class HandleModelBackend:
         self.handle = handle
         self.failed = failed
 
+    def _for(self, spec: GenerationSpec | EditSpec | ChatSpec) -> DeploymentHandle:
+        """The handle for a request: one with LoRA adapters goes, where Serve can, to a
+        replica that already holds its set (the set is its multiplexed model id)."""
+        set_id = adapter_set_id(getattr(spec, "adapters", ()))
+        if not set_id:
+            return self.handle
+        return self.handle.options(multiplexed_model_id=set_id)
+
     def _check_started(self) -> None:
         if self.failed is not None and self.failed.includes(self.handle.deployment_name):
             error = ServiceUnavailableError(
@@ -117,7 +125,7 @@ class HandleModelBackend:
         self, spec: GenerationSpec | EditSpec | ChatSpec
     ) -> GenerationResult | ChatResult:
         self._check_started()
-        call = asyncio.ensure_future(_call(self.handle.run, spec))
+        call = asyncio.ensure_future(_call(self._for(spec).run, spec))
         try:
             # A call sent while the view was stale, to a model that then failed to start,
             # would wait for a replica until the request's deadline: look again now and then.
@@ -134,7 +142,7 @@ class HandleModelBackend:
         iterator (the client went away) cancels the replica's generator, which abandons
         the request there."""
         self._check_started()
-        generator = self.handle.options(stream=True).stream.remote(spec)
+        generator = self._for(spec).options(stream=True).stream.remote(spec)
         try:
             with _service_errors():
                 async for item in generator:

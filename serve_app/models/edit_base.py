@@ -46,7 +46,12 @@ class ImageEditFamily(PipelineFamily):
         has a mask, pixels outside it are the input's own, exactly.
         """
         check_one_batch_key(specs)
-        if self.traits.batching is Batching.PER_REQUEST and len(specs) != 1:
+        traits = self.traits
+        if (
+            traits.batching is Batching.PER_REQUEST
+            and not traits.batching_declarable
+            and len(specs) != 1
+        ):
             raise ValueError(f"{self.name} runs one request per pipeline call")
         arguments = self.call_arguments(specs)
         output = self.call_pipeline(

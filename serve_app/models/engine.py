@@ -19,6 +19,7 @@ from serve_app.config import ModelConfig, parse_size
 from serve_app.errors import ErrorCode, RequestCancelledError, ServiceUnavailableError
 from serve_app.families import Batching, Task
 from serve_app.images import encode_image
+from serve_app.models.adapters import LoadedAdapters
 from serve_app.models.base import StepHook
 from serve_app.models.batch_queue import BatchBudget, BatchCost
 from serve_app.models.loading import load_model
@@ -110,6 +111,16 @@ class ModelEngine:
         started = time.perf_counter()
         self.model = load_model(config, tiny_cache)
         self.load_seconds = time.perf_counter() - started
+        # Per-request LoRA adapters, where the family takes them.
+        self.adapters: LoadedAdapters | None = None
+        if self.model.family.traits.supports_adapters:
+            self.adapters = LoadedAdapters(
+                self.model.pipeline,
+                config.adapters.max_loaded,
+                config.name,
+                tiny_cache,
+                self.metrics,
+            )
         # One pipeline call at a time: diffusers pipelines are not re-entrant.
         self._lock = threading.Lock()
         # The requests of the call under way (read by abandon() from the event loop).
@@ -138,8 +149,7 @@ class ModelEngine:
         at its next step. `record=False` keeps a call (the warm-up) out of the metrics.
         """
         tasks = [item if isinstance(item, ImageTask) else ImageTask(item) for item in items]
-        family = self.model.family
-        shares_calls = family.traits.batching is Batching.SHARED
+        shares_calls = self.config.batching_mode is Batching.SHARED
         groups: dict[tuple, list[int]] = {}
         for index, task in enumerate(tasks):
             key = task.spec.batch_key() if shares_calls else (index,)
@@ -166,6 +176,9 @@ class ModelEngine:
             with self._lock:
                 for task in group:
                     task.started = True
+                if self.adapters is not None:
+                    # Every spec of a group has the same adapters (they are in its key).
+                    self.adapters.activate(specs[0].adapters)
                 self._running = group
                 started = time.perf_counter()
                 try:
@@ -190,6 +203,9 @@ class ModelEngine:
             total = len(images)
             if record:
                 self._record_call(total, seconds)
+                for spec in specs:
+                    for use in spec.adapters:
+                        self.metrics.lora_event(self.config.name, use.name, "applied")
             offset = 0
             for index, spec in zip(indices, specs, strict=True):
                 results[index] = BatchResult(images[offset : offset + spec.n], total)
@@ -223,7 +239,7 @@ class ModelEngine:
         """A request's weight in default images (n x pixels x steps over the model's
         default size and steps) and the key it shares pipeline calls by."""
         work = spec.n * spec.width * spec.height * spec.steps / self._default_work
-        shares_calls = self.model.family.traits.batching is Batching.SHARED
+        shares_calls = self.config.batching_mode is Batching.SHARED
         return BatchCost(spec.n, work, spec.batch_key() if shares_calls else None)
 
     def _step_hook(self, group: list[ImageTask]) -> StepHook:
@@ -380,4 +396,7 @@ class ModelEngine:
         }
         if self.model.weights_report is not None:
             info["custom_weights"] = self.model.weights_report.summary()
+        if self.adapters is not None:
+            # Least recently used first: the next to go when another is needed.
+            info["loras"] = self.adapters.names()
         return info

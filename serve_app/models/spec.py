@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class AdapterUse:
+    """A LoRA adapter a request applies, as the catalog names it, at the request's scale."""
+
+    name: str
+    # What the replica loads: a folder, a `.safetensors` file, a hub id, or `tiny:<seed>`.
+    source: str
+    weight_name: str | None
+    scale: float
+
+
+def adapter_set_id(adapters: tuple[AdapterUse, ...]) -> str:
+    """What a request's adapters need loaded, whatever their scales: requests with the same
+    id are routed to a replica that holds that set ("" for none)."""
+    if not adapters:
+        return ""
+    identity = "\0".join(f"{a.name}\0{a.source}\0{a.weight_name or ''}" for a in adapters)
+    return "loras-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -24,6 +45,8 @@ class GenerationSpec:
     job_id: str | None = None
     # Previews of each image to send while it forms (0-3); not part of the batch key.
     partial_images: int = 0
+    # LoRA adapters, sorted by name; a pipeline call applies one set to every image.
+    adapters: tuple[AdapterUse, ...] = ()
 
     @property
     def n(self) -> int:
@@ -31,7 +54,7 @@ class GenerationSpec:
 
     def batch_key(self) -> tuple:
         """Requests with equal keys can share one pipeline call."""
-        return (self.width, self.height, self.steps, self.guidance_scale)
+        return (self.width, self.height, self.steps, self.guidance_scale, self.adapters)
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,7 @@ class EditSpec:
     output_compression: int | None = None
     job_id: str | None = None
     partial_images: int = 0
+    adapters: tuple[AdapterUse, ...] = ()
 
     @property
     def n(self) -> int:
@@ -113,4 +137,5 @@ class EditSpec:
             self.steps,
             self.guidance_scale,
             self.image_guidance_scale,
+            self.adapters,
         )

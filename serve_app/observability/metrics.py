@@ -153,6 +153,13 @@ RESULT_CACHE = MetricSpec(
     "too_large (not kept) or error (the store failed; answered without it).",
     ("model", "outcome"),
 )
+LORA_EVENTS = MetricSpec(
+    "image_serving_lora_events",
+    "counter",
+    "Per-request LoRA adapters on a model replica: event=applied (once per request that "
+    "asked for it), loaded (read from its file), evicted (least recently used, freed).",
+    ("model", "lora", "event"),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     IMAGES_GENERATED,
@@ -172,11 +179,13 @@ METRICS: tuple[MetricSpec, ...] = (
     PREVIEW_SECONDS,
     DEPENDENCY_FAILURES,
     RESULT_CACHE,
+    LORA_EVENTS,
 )
 
 Stage = Literal["template", "inputs", "model", "encode", "store"]
 Dependency = Literal["rate_limiter", "key_store"]
 CacheEvent = Literal["hit", "miss", "stored", "too_large", "error"]
+LoraEvent = Literal["applied", "loaded", "evicted"]
 
 
 class MetricSink(Protocol):
@@ -260,6 +269,9 @@ class ServiceMetrics:
 
     def result_cache(self, model: str, outcome: CacheEvent) -> None:
         self.sink.record(RESULT_CACHE, 1, {"model": model, "outcome": outcome})
+
+    def lora_event(self, model: str, lora: str, event: LoraEvent) -> None:
+        self.sink.record(LORA_EVENTS, 1, {"model": model, "lora": lora, "event": event})
 
     def dependency_failed(self, dependency: Dependency) -> None:
         self.sink.record(DEPENDENCY_FAILURES, 1, {"dependency": dependency})

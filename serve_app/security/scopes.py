@@ -27,6 +27,7 @@ ROUTE_ACCESS: dict[str, Access] = {
     "/v1/batches": "jobs",
     "/v1/admin": "admin",
     "/v1/models": ANY_KEY,
+    "/v1/loras": ANY_KEY,
     "/v1/templates": ANY_KEY,
     "/v1/styles": ANY_KEY,
     "/v1/health": PUBLIC,

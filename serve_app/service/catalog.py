@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from serve_app.config import AppConfig, ModelConfig
+from serve_app.config import AppConfig, LoraConfig, ModelConfig
 from serve_app.families import Task
 from serve_app.protocol import (
     ChatCapabilities,
+    LoraCard,
+    LoraList,
     ModelBatching,
     ModelCapabilities,
     ModelCard,
@@ -35,10 +37,12 @@ def chat_card(model: ModelConfig) -> ChatCapabilities | None:
     )
 
 
-def model_card(model: ModelConfig) -> ModelCard:
+def model_card(model: ModelConfig, loras: list[LoraConfig] = ()) -> ModelCard:
+    """`loras`: the catalog's adapters for this model (AppConfig.loras_for)."""
     traits, limits = model.traits, model.limits
     return ModelCard(
         chat=chat_card(model),
+        loras=[lora.name for lora in loras],
         id=model.name,
         task=model.traits.task,
         family=model.family,
@@ -63,7 +67,7 @@ def model_card(model: ModelConfig) -> ModelCard:
             size_multiple=traits.size_multiple,
             result_cache=model.result_cache,
             batching=ModelBatching(
-                mode=traits.batching,
+                mode=model.batching_mode,
                 max_batch_images=model.batching.max_batch_size,
                 max_batch_work=model.batching.work_budget(),
             ),
@@ -78,7 +82,20 @@ class Catalog:
         self.models = models
 
     def model_list(self) -> ModelList:
-        return ModelList(data=[model_card(model) for model in self.config.models])
+        return ModelList(
+            data=[
+                model_card(model, self.config.loras_for(model.name)) for model in self.config.models
+            ]
+        )
+
+    def lora_list(self) -> LoraList:
+        return LoraList(
+            data=[
+                LoraCard(id=lora.name, description=lora.description, models=served)
+                for lora in self.config.loras
+                if (served := [name for name in lora.models if self.config.model(name)])
+            ]
+        )
 
     async def templates(self) -> list[dict[str, Any]]:
         return (await self.prompts.listing())["templates"]

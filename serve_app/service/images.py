@@ -12,9 +12,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from serve_app.config import AppConfig, ModelConfig, parse_size
-from serve_app.errors import ErrorCode, InvalidRequestError, ServiceUnavailableError
+from serve_app.errors import (
+    ErrorCode,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from serve_app.families import Task
 from serve_app.models.spec import (
+    AdapterUse,
     EditSpec,
     GenerationResult,
     GenerationSpec,
@@ -34,6 +40,7 @@ from serve_app.protocol import (
     ImageStreamEvent,
     ImageStreamUsage,
     ImageUsage,
+    LoraRequest,
 )
 from serve_app.service.backends import ModelBackend, PromptBackend
 from serve_app.service.image_inputs import ImageInputs, ImageSource
@@ -143,6 +150,7 @@ class ImageService:
     async def plan_generation(self, body: ImageGenerationRequest) -> ModelCall:
         model = self.resolve_model(body.model, task=Task.TEXT_TO_IMAGE)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
+        self._adapters(model, body.loras)
         with self.metrics.timed("template", model.name):
             rendered = await self._render(self._prompt_request(body))
         multiple = model.traits.size_multiple
@@ -165,6 +173,7 @@ class ImageService:
             output_format=body.output_format,
             output_compression=body.output_compression,
             partial_images=self._partial_images(body),
+            adapters=self._adapters(model, body.loras),
         )
         return ModelCall(
             model, spec, rendered.prompt, f"{width}x{height}", steps, seeded=body.seed is not None
@@ -178,6 +187,7 @@ class ImageService:
     ) -> ModelCall:
         model = self.resolve_model(body.model, task=Task.IMAGE_EDIT)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
+        self._adapters(model, body.loras)
         sources = self._edit_sources(model, body, uploads)
         mask_source = mask_upload or (
             ImageSource("mask", reference=body.mask) if body.mask is not None else None
@@ -202,6 +212,7 @@ class ImageService:
             output_format=body.output_format,
             output_compression=body.output_compression,
             partial_images=self._partial_images(body),
+            adapters=self._adapters(model, body.loras),
         )
         return ModelCall(
             model, spec, rendered.prompt, prepared.size, steps, seeded=body.seed is not None
@@ -248,6 +259,7 @@ class ImageService:
             width, height = requested_size(body.size)
             check_size(width, height, model, model.traits.size_multiple)
         self._check_request(model, body.n, body.prompt, body.negative_prompt)
+        self._adapters(model, body.loras)
         self._check_schedule(model, body.steps or model.defaults.steps, body.guidance_scale or 0)
         return model
 
@@ -298,6 +310,60 @@ class ImageService:
                 code=ErrorCode.UNSUPPORTED_PARAMETER,
                 param="negative_prompt",
             )
+
+    def _adapters(
+        self, model: ModelConfig, loras: list[LoraRequest] | None
+    ) -> tuple[AdapterUse, ...]:
+        """The request's LoRA adapters as the replica loads them, sorted by name (so the
+        same set in another order shares calls and cache entries), or a 4xx that names
+        the adapter and what to change."""
+        if not loras:
+            return ()
+        if not model.traits.supports_adapters:
+            raise InvalidRequestError(
+                f"model {model.name!r} (family {model.family!r}) takes no LoRA adapters",
+                code=ErrorCode.UNSUPPORTED_PARAMETER,
+                param="loras",
+            )
+        limits = model.adapters
+        if len(loras) > limits.max_per_request:
+            raise InvalidRequestError(
+                f"model {model.name!r} takes at most {limits.max_per_request} LoRA adapters "
+                f"per request, got {len(loras)}",
+                code=ErrorCode.TOO_MANY_LORAS,
+                param="loras",
+            )
+        uses = []
+        for index, lora in enumerate(loras):
+            entry = self.config.lora(lora.name)
+            if entry is None:
+                raise NotFoundError(
+                    f"no LoRA adapter named {lora.name!r}; GET /v1/loras lists them",
+                    code=ErrorCode.LORA_NOT_FOUND,
+                    param=f"loras[{index}].name",
+                )
+            if model.name not in entry.models:
+                raise InvalidRequestError(
+                    f"LoRA adapter {lora.name!r} is for {', '.join(entry.models)}, "
+                    f"not model {model.name!r}",
+                    code=ErrorCode.LORA_MODEL_MISMATCH,
+                    param=f"loras[{index}].name",
+                )
+            if not abs(lora.scale) <= limits.max_scale:  # also refuses NaN
+                raise InvalidRequestError(
+                    f"LoRA scale must lie within -{limits.max_scale} and {limits.max_scale} "
+                    f"for model {model.name!r}, got {lora.scale}",
+                    code=ErrorCode.INVALID_LORA_SCALE,
+                    param=f"loras[{index}].scale",
+                )
+            if any(use.name == lora.name for use in uses):
+                raise InvalidRequestError(
+                    f"LoRA adapter {lora.name!r} is named twice; give it once with one scale",
+                    code=ErrorCode.INVALID_PARAMETER,
+                    param=f"loras[{index}].name",
+                )
+            uses.append(AdapterUse(lora.name, entry.path, entry.weight_name, float(lora.scale)))
+        return tuple(sorted(uses, key=lambda use: use.name))
 
     @staticmethod
     def _negative_prompt(model: ModelConfig, rendered: str | None) -> str | None:

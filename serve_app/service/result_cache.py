@@ -30,7 +30,7 @@ from serve_app.observability.metrics import ServiceMetrics
 logger = logging.getLogger(__name__)
 
 # Part of every key: raise it when what a key covers changes, and old entries go unused.
-KEY_VERSION = 1
+KEY_VERSION = 2
 # What of a model's config shapes its images (not its limits, batching or warm-up).
 MODEL_FIELDS = {"name", "family", "path", "dtype", "custom_weights"}
 # Fields of a request that do not change its images.
@@ -72,6 +72,9 @@ def _canonical(value: Any) -> Any:
         return {"shape": list(data.shape), "dtype": str(data.dtype), "sha256": digest}
     if isinstance(value, tuple | list):
         return [_canonical(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # LoRA adapters: name, source, weight file and scale.
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value
 
 

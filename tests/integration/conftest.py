@@ -232,6 +232,22 @@ def integration_app_args(
     # The other text-to-image families, small and quick.
     args["models"].append(tiny_text_to_image("glm-image-tiny", "glm-image", guidance=1.5))
     args["models"].append(tiny_text_to_image("qwen-image-tiny", "qwen-image", guidance=4.0))
+    args["models"].append(tiny_text_to_image("flux-tiny", "flux", guidance=3.5))
+    # The generic family: a checkpoint AutoPipeline loads, declared in config alone.
+    args["models"].append(tiny_text_to_image("generic-tiny", "diffusers", guidance=5.0))
+    # FLUX.1 Kontext beside the embedded default's edit models, with their working area.
+    args["models"].append(
+        {
+            "name": "flux-kontext-tiny",
+            "family": "flux-kontext",
+            "path": "tiny:flux-kontext",
+            "dtype": "float32",
+            "device": "cpu",
+            "defaults": {"size": "256x256", "steps": 2, "guidance_scale": 2.5},
+            "limits": {"max_n": 2, "min_side": 64, "max_side": 512, "max_pixels": 262144},
+            "batching": {"max_batch_size": 4},
+        }
+    )
     # A model of its own for the cancellation tests: many steps allowed, so an abandoned
     # request would run for tens of seconds, and no other test's requests in its calls.
     args["models"].append(

@@ -18,10 +18,13 @@ def test_models_list_each_model_with_its_task(client):
         "sd-slow-tiny": "text-to-image",
         "glm-image-tiny": "text-to-image",
         "qwen-image-tiny": "text-to-image",
+        "flux-tiny": "text-to-image",
+        "generic-tiny": "text-to-image",
         "pix2pix-tiny": "image-edit",
         "qwen-edit-tiny": "image-edit",
         "qwen-edit-plus-tiny": "image-edit",
         "longcat-edit-tiny": "image-edit",
+        "flux-kontext-tiny": "image-edit",
         "glm-4.6v-tiny": "vision-chat",
         "qwen2.5-vl-tiny": "vision-chat",
     }
@@ -56,7 +59,8 @@ def test_health_reports_models_and_replicas(client):
     assert reported["longcat-edit-tiny"] == "image-edit"
     assert reported["qwen2.5-vl-tiny"] == "vision-chat"
     assert reported["qwen-image-tiny"] == "text-to-image"
-    assert len(reported) == 11
+    assert reported["flux-kontext-tiny"] == "image-edit"
+    assert len(reported) == 14
     assert all(m["device"] == "cpu" for m in health["models"])
     deployments = health["deployments"]
     assert set(deployments) == {"Gateway", "PromptTemplater", "JobRunner", *reported}

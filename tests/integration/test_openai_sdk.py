@@ -13,7 +13,10 @@ from tests.helpers import decode
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("model", ["z-image-tiny", "sd-tiny", "glm-image-tiny", "qwen-image-tiny"])
+@pytest.mark.parametrize(
+    "model",
+    ["z-image-tiny", "sd-tiny", "glm-image-tiny", "qwen-image-tiny", "flux-tiny", "generic-tiny"],
+)
 def test_generate_b64_gives_n_images_of_the_asked_size(openai_client, model):
     result = openai_client.images.generate(
         model=model,

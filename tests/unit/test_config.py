@@ -270,12 +270,12 @@ def test_parse_size_rejects_garbage(size):
         parse_size(size)
 
 
-def test_task_follows_family_and_a_contradiction_fails(local_args):
+def test_task_follows_family_and_a_contradiction_fails(args):
     edit = {"name": "e", "family": "longcat-image-edit", "path": "tiny:longcat-image-edit"}
-    local_args["models"] = [edit]
-    assert AppConfig.model_validate(local_args).models[0].task == "image-edit"
-    local_args["models"] = [{**edit, "task": "text-to-image"}]
-    assert "serves task 'image-edit'" in validation_message(local_args)
+    args["models"] = [edit]
+    assert AppConfig.model_validate(args).models[0].task == "image-edit"
+    args["models"] = [{**edit, "task": "text-to-image"}]
+    assert "serves task 'image-edit'" in validation_message(args)
 
 
 PASSWORD_URLS = {
@@ -302,3 +302,25 @@ def test_a_password_in_a_url_is_refused_naming_the_variable(place, variable):
     assert f"${variable}" in message and "hunter2" not in message
     args[section][field] = PASSWORD_URLS[place].replace(":hunter2", "")
     AppConfig.model_validate(args)
+
+
+def test_the_lora_catalog_is_checked_against_the_models(args):
+    config = AppConfig.model_validate(args)
+    assert [lora.name for lora in config.loras_for("sd-tiny")] == ["ink-tiny", "watercolor-tiny"]
+    assert config.loras_for("longcat-edit-tiny") == []
+    twice = copy.deepcopy(args)
+    twice["loras"].append({**twice["loras"][0]})
+    assert "LoRA names must be unique" in validation_message(twice)
+    no_adapters = copy.deepcopy(args)
+    no_adapters["loras"].append({"name": "x", "path": "tiny:9", "models": ["longcat-edit-tiny"]})
+    assert "takes no per-request adapters" in validation_message(no_adapters)
+    # A model this config does not serve is skipped: one catalog serves several configs.
+    subset = copy.deepcopy(args)
+    subset["models"] = [m for m in subset["models"] if m["name"] == "sd-tiny"]
+    assert [lora.name for lora in AppConfig.model_validate(subset).loras] == [
+        "ink-tiny",
+        "watercolor-tiny",
+    ]
+    limits = copy.deepcopy(args)
+    limits["models"][0]["adapters"] = {"max_scale": 0}
+    assert "max_scale" in validation_message(limits)

@@ -53,8 +53,10 @@ def test_config_and_model_cards_follow_the_table(name):
     assert capabilities.supports_mask == traits.supports_mask
     assert capabilities.supports_negative_prompt == traits.supports_negative_prompt
     assert capabilities.size_multiple == traits.size_multiple
-    # Previews come from the step callback: families without one stream final images only.
-    streams_previews = name != "longcat-image-edit" and traits.task is not Task.VISION_CHAT
+    # Previews come from the step callback: families without one (or, for the generic
+    # ones, without known latents) stream final images only.
+    without_previews = {"longcat-image-edit", "diffusers", "diffusers-image-to-image"}
+    streams_previews = name not in without_previews and traits.task is not Task.VISION_CHAT
     assert capabilities.supports_partial_images == streams_previews
     assert capabilities.batching.mode == traits.batching
     assert capabilities.batching.max_batch_images == model.batching.max_batch_size

@@ -67,8 +67,9 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 async def test_the_sweep_covers_every_operation(setup):
     _, ops, _, _ = setup
-    assert len(ops) == 21
+    assert len(ops) == 22
     assert ("POST", "/v1/jobs/{job_id}/retry") in ops
+    assert ("GET", "/v1/loras") in ops
 
 
 async def test_no_key_and_a_revoked_key_get_401_everywhere_but_public_routes(setup):
