@@ -3,6 +3,8 @@ PostgreSQL on a cluster, opened and created the same way for both stores."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,8 @@ SCHEMA_LOCK_ID = 0x1A6E5E4E
 # Execution option marking a transaction that will write (see `write_transaction`).
 WRITES = "image_service_writes"
 CONNECT_TIMEOUT_S = 5
+# Tries at switching a SQLite file to WAL while another process holds it (0.1 s apart).
+WAL_ATTEMPTS = 100
 
 
 def is_outage(error: BaseException) -> bool:
@@ -70,9 +74,18 @@ def open_engine(url: str) -> Engine:
         # Let SQLAlchemy's begin event issue BEGIN, not the sqlite3 module.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL: readers run beside the one writer.
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # WAL: readers run beside the one writer. Switching a new file to it needs the
+        # file to itself, and SQLite answers "locked" at once (no busy wait) while
+        # another process opening it at the same moment holds it: try again briefly.
+        for attempt in range(WAL_ATTEMPTS):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

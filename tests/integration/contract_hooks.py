@@ -31,6 +31,11 @@ SEMANTIC_CODES = frozenset(
         # constrained decoding can enforce of a JSON schema.
         "invalid_messages",
         "unsupported_schema",
+        # The LoRA catalog (/v1/loras) and the model's adapter limits.
+        "lora_not_found",
+        "lora_model_mismatch",
+        "too_many_loras",
+        "invalid_lora_scale",
         # The catalog (/v1/templates, /v1/styles).
         "template_not_found",
         "style_not_found",
