@@ -84,4 +84,4 @@ def test_the_openapi_document_is_the_contract(contract_url, tmp_path):
     )
     report = done.stdout[-12000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
-    assert "Selected: 21/21" in report and "Tested: 21" in report, report
+    assert "Selected: 22/22" in report and "Tested: 22" in report, report
