@@ -666,6 +666,9 @@ class JobsConfig(StrictModel):
     # it by itself); kept below the Gateway's request deadline.
     events_poll_s: float = Field(0.25, gt=0, le=10)
     event_stream_s: float = Field(300.0, ge=1, le=3600)
+    # A preview event is kept this long, so a stream a poll behind still gets the last
+    # ones of a job that just ended; then it goes (the final images replace it).
+    preview_keep_s: float = Field(60.0, ge=1, le=86400)
     webhooks: WebhookConfig = WebhookConfig()
 
     @field_validator("store_url")

@@ -111,12 +111,13 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def migrate(engine: Engine, branch: str) -> None:
+def migrate(engine: Engine, branch: str, revision: str | None = None) -> None:
     """Bring a store's tables to the newest revision of its branch (`jobs` or `keys`) in
     serve_app/migrations, recorded in the table `alembic_version_<branch>`. Every replica
     calls this at start; one at a time gets in (PostgreSQL's advisory lock, SQLite's
     write lock), and the others find nothing left to do. The whole upgrade is one
-    transaction: it lands entirely or not at all."""
+    transaction: it lands entirely or not at all. `revision` stops at an older one (tests
+    of the upgrade from it)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with write_transaction(engine) as connection:
@@ -124,4 +125,4 @@ def migrate(engine: Engine, branch: str) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
         config.attributes["connection"] = connection
         config.attributes["version_table"] = f"alembic_version_{branch}"
-        command.upgrade(config, f"{branch}@head")
+        command.upgrade(config, revision or f"{branch}@head")

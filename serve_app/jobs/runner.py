@@ -89,8 +89,10 @@ class JobRunner:
         while True:
             claimed = 0
             try:
-                if time.monotonic() >= next_sweep and self._leases_trustworthy():
-                    await asyncio.to_thread(self.store.sweep_expired)
+                if time.monotonic() >= next_sweep:
+                    if self._leases_trustworthy():
+                        await asyncio.to_thread(self.store.sweep_expired)
+                    await asyncio.to_thread(self.store.expire_previews, self.config.preview_keep_s)
                     next_sweep = time.monotonic() + self.config.sweep_interval_s
                 # Keys live a day or more: forgetting them hourly is soon enough.
                 if time.monotonic() >= next_key_expiry:

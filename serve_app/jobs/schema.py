@@ -123,3 +123,5 @@ job_events = Table(
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("job_id", "seq"),
 )
+# Previews are large: the job runner drops them a while after they were made.
+Index("job_events_expiry", job_events.c.kind, job_events.c.created_at)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -529,6 +530,24 @@ class JobStore:
                 _add_event(connection, job_id, "preview", data, now)
         return bool(held)
 
+    def expire_previews(self, older_than_s: float) -> int:
+        """Drop preview events made more than `older_than_s` ago (each holds an image; the
+        final images replace them). A reader further behind than that skips their ids. A
+        job's last event stays whatever it is: the next `seq` is the last one's plus one,
+        and an id a reader has seen is never given again."""
+        now = self.clock()
+        later = job_events.alias("later")
+        with self._write() as connection:
+            return connection.execute(
+                delete(job_events).where(
+                    job_events.c.kind == "preview",
+                    job_events.c.created_at < now - older_than_s,
+                    exists().where(
+                        later.c.job_id == job_events.c.job_id, later.c.seq > job_events.c.seq
+                    ),
+                )
+            ).rowcount
+
     def job_events(
         self, job_id: str, after: int = 0, kinds: tuple[str, ...] | None = None, limit: int = 500
     ) -> list[JobEvent]:
@@ -699,10 +718,7 @@ class JobStore:
 
     def _after_terminal(self, connection: Connection, job: JobRecord, now: float) -> None:
         """In the transaction that ended a job: its webhook, and its batch if it was the last.
-        Its previews go: the final images (or the reason there are none) replace them."""
-        connection.execute(
-            delete(job_events).where(job_events.c.job_id == job.id, job_events.c.kind == "preview")
-        )
+        Its previews stay until `expire_previews`: a stream a poll behind still gets them."""
         if job.callback_url:
             self._enqueue(
                 connection,

@@ -18,3 +18,9 @@ def missing(table: str) -> bool:
     """For the first revisions: a database made before migrations (by `create_all`)
     already has their tables, which they adopt, making only what is missing."""
     return not sa.inspect(op.get_bind()).has_table(table)
+
+
+def missing_index(table: str, name: str) -> bool:
+    """Likewise for an index a later revision adds: a database made by `create_all` from
+    newer tables has it already."""
+    return name not in {index["name"] for index in sa.inspect(op.get_bind()).get_indexes(table)}

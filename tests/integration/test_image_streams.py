@@ -200,8 +200,8 @@ def test_job_events_through_a_real_sse_client_and_resume(client, base_url):
     final = json.loads(received[-1].data)
     assert final["status"] == "succeeded" and final["job"]["result"]["images"][0]["url"]
 
-    # Reconnecting with Last-Event-ID resumes after that event; an ended job's previews
-    # went with it, and the stream closes at once.
+    # Reconnecting with Last-Event-ID resumes after that event (previews only when asked
+    # for), and the stream of an ended job closes at once.
     middle = ids[len(ids) // 2]
     with (
         httpx.Client(base_url=base_url, timeout=120) as http,

@@ -4,6 +4,7 @@ real ones)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -130,3 +131,23 @@ async def test_the_jobs_own_failures_spend_attempts_and_a_4xx_fails_at_once(stor
     job = await run_once(runner, store, clock)
     assert (job.id, job.status, job.attempts) == (second.id, "failed", 1)
     assert job.error == {"code": bad.code, "message": bad.message, "param": "prompt"}
+
+
+async def test_the_runner_drops_old_previews_as_it_goes(store, clock):
+    (job,) = make_jobs(1)
+    store.create_jobs([job], max_attempts=1)
+    (claimed,) = store.claim_jobs("w0", limit=1, lease_s=30)
+    assert store.add_preview(job.id, {"partial_image_index": 0, "b64_json": "AA=="})
+    store.finish_job(job.id, claimed.lease_token, result={"images": [], "steps": 1})
+    clock.now += 61
+    runner = runner_for(store, FailingExecutor(), sweep_interval_s=0.05, poll_interval_s=0.05)
+    task = asyncio.create_task(runner.run())
+    try:
+        for _ in range(200):  # at most ~10 s; it takes one pass of the loop
+            if [e.kind for e in store.job_events(job.id)] == ["status", "status", "status"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [e.kind for e in store.job_events(job.id)] == ["status", "status", "status"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -371,20 +371,56 @@ def test_every_transition_is_an_event_in_order(store, clock):
     (again,) = store.claim_jobs("w2", limit=1, lease_s=10)
     store.finish_job(job.id, again.lease_token, result={"images": [], "steps": 4})
     seen = events(store, job.id)
-    assert [seq for seq, _, _ in seen] == [1, 2, 3, 5, 6, 7]  # the preview (4) left at the end
+    assert [seq for seq, _, _ in seen] == [1, 2, 3, 4, 5, 6, 7]
     assert [(kind, data.get("status") or data.get("step")) for _, kind, data in seen] == [
         ("status", "queued"),
         ("status", "running"),
         ("progress", 1),
+        ("preview", None),
         ("status", "queued"),
         ("status", "running"),
         ("status", "succeeded"),
     ]
-    assert seen[3][2]["run_after"] == 105 and seen[3][2]["error"]["code"] == "x"
-    assert seen[4][2]["attempts"] == 2
+    assert seen[4][2]["run_after"] == 105 and seen[4][2]["error"]["code"] == "x"
+    assert seen[5][2]["attempts"] == 2
     # Resuming after an event id gives what followed it, and nothing twice.
     assert [seq for seq, _, _ in events(store, job.id, after=5)] == [6, 7]
     assert events(store, other.id) == [(1, "status", {"status": "queued", "attempts": 0})]
+
+
+def test_previews_outlive_their_job_a_while_then_go(store, clock):
+    """A stream a poll behind the job's end still gets its last previews; later they go,
+    by age, running job or ended, and the other events stay."""
+    (ended, running) = make_jobs(2)
+    clock.now = 100
+    store.create_jobs([ended, running], max_attempts=1)
+    claimed = {job.id: job for job in store.claim_jobs("w1", limit=2, lease_s=1000)}
+    assert store.add_preview(ended.id, {"partial_image_index": 0, "b64_json": "AA=="})
+    assert store.add_preview(running.id, {"partial_image_index": 0, "b64_json": "AA=="})
+    store.finish_job(ended.id, claimed[ended.id].lease_token, result={"images": [], "steps": 1})
+    assert [kind for _, kind, _ in events(store, ended.id)] == [
+        "status",
+        "status",
+        "preview",
+        "status",
+    ]
+    clock.now = 159
+    assert store.expire_previews(older_than_s=60) == 0
+    clock.now = 160.5
+    assert store.add_preview(running.id, {"partial_image_index": 1, "b64_json": "AA=="})
+    assert store.expire_previews(older_than_s=60) == 2
+    assert [seq for seq, _, _ in events(store, ended.id)] == [1, 2, 4]
+    assert [(seq, kind) for seq, kind, _ in events(store, running.id)] == [
+        (1, "status"),
+        (2, "status"),
+        (4, "preview"),
+    ]
+    # A job's last event stays, old preview or not, so its id is never given twice.
+    clock.now = 300
+    assert store.expire_previews(older_than_s=60) == 0
+    assert store.set_progress([running.id], 2, 4) == {running.id}
+    assert [seq for seq, _, _ in events(store, running.id)] == [1, 2, 4, 5]
+    assert store.expire_previews(older_than_s=60) == 1
 
 
 def test_cancel_sweep_and_release_are_events_too(store, clock):

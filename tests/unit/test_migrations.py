@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from serve_app.db import open_engine
+from serve_app.db import migrate, open_engine
 from serve_app.jobs.schema import metadata as job_tables
 from serve_app.jobs.store import JobStore
 from serve_app.security.key_store import KeyStore
@@ -52,7 +52,7 @@ def test_migrations_make_exactly_the_tables_the_code_uses(store_url):
         assert schema_differences(jobs.engine, job_tables) == []
         assert schema_differences(keys.engine, key_tables) == []
         # Both stores in one database, each on its own branch and version table.
-        assert versions(jobs.engine) == {"jobs": ["jobs_0001"], "keys": ["keys_0001"]}
+        assert versions(jobs.engine) == {"jobs": ["jobs_0002"], "keys": ["keys_0001"]}
     finally:
         jobs.dispose()
         keys.close()
@@ -76,7 +76,7 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(store_url):
     jobs.create_schema()
     keys = KeyStore.open(store_url, HASHER)
     try:
-        assert versions(jobs.engine) == {"jobs": ["jobs_0001"], "keys": ["keys_0001"]}
+        assert versions(jobs.engine) == {"jobs": ["jobs_0002"], "keys": ["keys_0001"]}
         assert schema_differences(jobs.engine, job_tables) == []
         assert schema_differences(keys.engine, key_tables) == []
         for job in created:
@@ -86,6 +86,28 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(store_url):
     finally:
         jobs.dispose()
         keys.close()
+
+
+def test_a_database_at_the_first_revision_upgrades_with_its_rows(store_url):
+    engine = open_engine(store_url)
+    migrate(engine, "jobs", revision="jobs_0001")
+    engine.dispose()
+    old = JobStore(store_url)  # no create_schema: the tables are jobs_0001's
+    created = make_jobs(2)
+    old.create_jobs(created, max_attempts=2)
+    old.dispose()
+
+    jobs = JobStore(store_url)
+    jobs.create_schema()
+    try:
+        with jobs.engine.connect() as connection:
+            version = connection.execute(sa.text("SELECT version_num FROM alembic_version_jobs"))
+            assert version.scalars().all() == ["jobs_0002"]
+        assert schema_differences(jobs.engine, job_tables) == []
+        assert [jobs.get_job(job.id).status for job in created] == ["queued", "queued"]
+        assert [event.kind for event in jobs.job_events(created[0].id)] == ["status"]
+    finally:
+        jobs.dispose()
 
 
 @pytest.mark.parametrize("replicas", [6])
@@ -103,7 +125,7 @@ def test_replicas_starting_together_migrate_once(store_url, replicas):
     try:
         with engine.connect() as connection:
             rows = connection.execute(sa.text("SELECT version_num FROM alembic_version_jobs"))
-            assert rows.scalars().all() == ["jobs_0001"]
+            assert rows.scalars().all() == ["jobs_0002"]
         assert schema_differences(engine, job_tables) == []
     finally:
         engine.dispose()

@@ -197,8 +197,8 @@ async def test_job_events_come_in_order_and_resume_after_last_event_id(setup):
         without = await http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "1"})
         assert [int(e["id"]) for e in parse_sse(without.text) if "id" in e] == [2, 3, 5]
 
-        # The end: the last event carries the job, the previews went with the job, and
-        # the stream closes at once.
+        # The end: the last event carries the job, a stream without previews skips them,
+        # and the stream closes at once.
         store.finish_job(job_id, job.lease_token, result={"images": [], "steps": 2})
         ended = await http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2"})
         assert ended.text.startswith("retry: 1000\nid: 3\n")
