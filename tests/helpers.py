@@ -1,5 +1,6 @@
-"""What many tests share: the embedded default's app args, a free port, the error envelope
-check, image bytes and pixels, and the Gateway's parts run in-process (no Ray)."""
+"""What many tests share: the embedded default's app args, a tiny model's config, a free
+port, the error envelope check, image bytes and pixels, and the Gateway's parts run
+in-process (no Ray)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import yaml
 from PIL import Image
 
 from benchmarks.service import free_port
+from serve_app.config import ModelConfig
 from serve_app.prompts import PromptCatalog
 from serve_app.service.backends import CatalogPrompts
 
@@ -47,6 +49,23 @@ def scratch_args(root: Path, tiny_cache: str | Path, **sections: Any) -> dict[st
         storage={"kind": "local", "root": str(root / "images"), "url_ttl_s": 600},
         jobs={"store_url": f"sqlite:///{root / 'jobs.sqlite3'}"},
         **sections,
+    )
+
+
+def tiny_model_config(family: str, guidance_scale: float = 5.0, **sections: Any) -> ModelConfig:
+    """A tiny model of `family` on the CPU, as the unit tests run it: 2 steps at 64x64,
+    up to 4 images of 32-256 px a side; `sections` (batching, adapters, previews...) added."""
+    return ModelConfig.model_validate(
+        {
+            "name": f"{family}-unit",
+            "family": family,
+            "path": f"tiny:{family}",
+            "dtype": "float32",
+            "device": "cpu",
+            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": guidance_scale},
+            "limits": {"max_n": 4, "min_side": 32, "max_side": 256, "max_pixels": 65536},
+            **sections,
+        }
     )
 
 

@@ -10,26 +10,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from serve_app.config import ModelConfig
 from serve_app.models.engine import ImageTask, ModelEngine
 from serve_app.models.spec import GenerationSpec, PartialImage
+from tests.helpers import tiny_model_config
 
 GUIDANCE = {"qwen-image": 4.0, "flux": 3.5}
 
 
 def engine_for(family: str, tiny_cache) -> ModelEngine:
-    config = ModelConfig.model_validate(
-        {
-            "name": f"{family}-unit",
-            "family": family,
-            "path": f"tiny:{family}",
-            "dtype": "float32",
-            "device": "cpu",
-            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": GUIDANCE[family]},
-            "limits": {"max_n": 4, "min_side": 32, "max_side": 256, "max_pixels": 65536},
-            "previews": {"scale": 1.0},
-        }
-    )
+    config = tiny_model_config(family, GUIDANCE[family], previews={"scale": 1.0})
     return ModelEngine(config, tiny_cache)
 
 

@@ -13,6 +13,7 @@ from serve_app.config import ModelConfig
 from serve_app.families import Batching
 from serve_app.models.engine import ModelEngine
 from serve_app.models.spec import EditSpec
+from tests.helpers import tiny_model_config
 
 EDIT_FAMILIES = [
     "instruct-pix2pix",
@@ -24,17 +25,7 @@ EDIT_FAMILIES = [
 
 
 def edit_model(family: str) -> ModelConfig:
-    return ModelConfig.model_validate(
-        {
-            "name": f"{family}-unit",
-            "family": family,
-            "path": f"tiny:{family}",
-            "dtype": "float32",
-            "device": "cpu",
-            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 4.0},
-            "limits": {"max_n": 4, "min_side": 32, "max_side": 256, "max_pixels": 65536},
-        }
-    )
+    return tiny_model_config(family, guidance_scale=4.0)
 
 
 def picture(seed: int, height: int = 48, width: int = 64) -> np.ndarray:

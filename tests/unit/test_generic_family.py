@@ -15,25 +15,14 @@ from serve_app.families import Batching
 from serve_app.models.engine import ModelEngine
 from serve_app.models.spec import EditSpec, GenerationSpec
 from serve_app.service.catalog import model_card
-from tests.helpers import local_args
+from tests.helpers import local_args, tiny_model_config
 
 
 def generic(family="diffusers", shared_calls=None) -> ModelConfig:
     batching = {"max_batch_size": 4}
     if shared_calls is not None:
         batching["shared_calls"] = shared_calls
-    return ModelConfig.model_validate(
-        {
-            "name": f"{family}-unit",
-            "family": family,
-            "path": f"tiny:{family}",
-            "dtype": "float32",
-            "device": "cpu",
-            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 5.0},
-            "limits": {"max_n": 4, "min_side": 32, "max_side": 256, "max_pixels": 65536},
-            "batching": batching,
-        }
-    )
+    return tiny_model_config(family, batching=batching)
 
 
 def spec(seed=1, prompt="a lamp", negative=None) -> GenerationSpec:

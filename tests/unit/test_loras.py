@@ -13,12 +13,18 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_app.config import AppConfig, ModelConfig
+from serve_app.config import AppConfig
 from serve_app.errors import ErrorCode
 from serve_app.models.engine import ModelEngine
 from serve_app.models.image_replica import ImageReplica
 from serve_app.models.spec import AdapterUse, GenerationSpec
-from tests.helpers import assert_error, in_process_app, png_bytes, scratch_args
+from tests.helpers import (
+    assert_error,
+    in_process_app,
+    png_bytes,
+    scratch_args,
+    tiny_model_config,
+)
 
 ANONYMOUS = {"enabled": False, "allow_anonymous_on_loopback": True}
 
@@ -33,18 +39,8 @@ def spec(seed=1, adapters=(), prompt="a red bicycle") -> GenerationSpec:
 
 @pytest.fixture(scope="module")
 def engine(tiny_cache) -> ModelEngine:
-    config = ModelConfig.model_validate(
-        {
-            "name": "sd-lora-unit",
-            "family": "stable-diffusion",
-            "path": "tiny:stable-diffusion",
-            "dtype": "float32",
-            "device": "cpu",
-            "defaults": {"size": "64x64", "steps": 2, "guidance_scale": 5.0},
-            "limits": {"max_n": 4, "min_side": 32, "max_side": 256, "max_pixels": 65536},
-            "batching": {"max_batch_size": 8},
-            "adapters": {"max_loaded": 2},
-        }
+    config = tiny_model_config(
+        "stable-diffusion", batching={"max_batch_size": 8}, adapters={"max_loaded": 2}
     )
     return ModelEngine(config, tiny_cache)
 
