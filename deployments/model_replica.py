@@ -52,7 +52,7 @@ class ModelReplica:
             async def adapter_set(set_id: str) -> str:
                 return set_id
 
-            limit = model.adapters.max_loaded
+            limit = model.adapters_held
             self._hold_adapter_set = serve.multiplexed(max_num_models_per_replica=limit)(
                 adapter_set
             )

@@ -248,6 +248,11 @@ class AdapterLimits(StrictModel):
     max_per_request: int = Field(3, ge=1, le=8)
     # A request's scale for an adapter lies within +-max_scale.
     max_scale: float = Field(2.0, gt=0, le=10)
+    # With `compile: true`: adapters take turns in one slot over every Linear layer of the
+    # denoiser, padded to this rank (at least the highest rank among the model's LoRAs)
+    # and swapped in place, so the compiled denoiser is never recompiled. One adapter per
+    # request then (max_per_request: 1); a compiled model with LoRAs must set it.
+    hotswap_rank: int | None = Field(None, ge=1, le=1024)
 
 
 class LoraConfig(StrictModel):
@@ -283,6 +288,9 @@ class ModelConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
     compile: bool = False
+    # torch.compile's backend: "inductor" generates kernels; "eager" only captures graphs
+    # (the tests' way to see what would recompile without compiling kernels).
+    compile_backend: str = Field("inductor", pattern=r"^[a-z_]{1,32}$")
     description: str = ""
     defaults: ModelDefaults = ModelDefaults()
     limits: ModelLimits = ModelLimits()
@@ -329,6 +337,16 @@ class ModelConfig(StrictModel):
             return self.traits.batching
         return Batching.SHARED if declared else Batching.PER_REQUEST
 
+    @property
+    def hot_swaps_adapters(self) -> bool:
+        """Compiled with a LoRA slot: adapters are swapped into it in place, one at a time."""
+        return self.compile and self.adapters.hotswap_rank is not None
+
+    @property
+    def adapters_held(self) -> int:
+        """LoRA adapters a replica holds at once."""
+        return 1 if self.hot_swaps_adapters else self.adapters.max_loaded
+
     def warmup_shapes(self) -> list[tuple[int, int, int]]:
         """(width, height, images per call) of each warm-up call, in order."""
         sizes = self.warmup.sizes or [self.defaults.size]
@@ -353,6 +371,11 @@ class ModelConfig(StrictModel):
             raise ValueError(
                 f"batching.shared_calls: family {self.family!r} cannot share pipeline calls "
                 "(its images would depend on their neighbours); remove the setting"
+            )
+        if self.hot_swaps_adapters and self.adapters.max_per_request != 1:
+            raise ValueError(
+                f"model {self.name!r}: compile: true hot-swaps one LoRA adapter at a time; "
+                "set adapters.max_per_request: 1"
             )
         if self.result_cache and self.task is Task.VISION_CHAT:
             raise ValueError("result_cache is for image models; a vision-chat model has none")
@@ -758,6 +781,12 @@ class AppConfig(StrictModel):
                     raise ValueError(
                         f"LoRA {lora.name!r} names model {name!r}, whose family "
                         f"{model.family!r} takes no per-request adapters"
+                    )
+                if model is not None and model.compile and not model.hot_swaps_adapters:
+                    raise ValueError(
+                        f"LoRA {lora.name!r} names model {name!r}, which is compiled: set its "
+                        "adapters.hotswap_rank (the highest rank among its LoRAs) so adapters "
+                        "swap in place instead of recompiling it"
                     )
         return self
 

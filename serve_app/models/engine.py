@@ -19,7 +19,7 @@ from serve_app.config import ModelConfig, parse_size
 from serve_app.errors import ErrorCode, RequestCancelledError, ServiceUnavailableError
 from serve_app.families import Batching, Task
 from serve_app.images import encode_image
-from serve_app.models.adapters import LoadedAdapters
+from serve_app.models.adapters import HotSwapAdapters, LoadedAdapters
 from serve_app.models.base import StepHook
 from serve_app.models.batch_queue import BatchBudget, BatchCost
 from serve_app.models.loading import load_model
@@ -112,8 +112,17 @@ class ModelEngine:
         self.model = load_model(config, tiny_cache)
         self.load_seconds = time.perf_counter() - started
         # Per-request LoRA adapters, where the family takes them.
-        self.adapters: LoadedAdapters | None = None
-        if self.model.family.traits.supports_adapters:
+        self.adapters: LoadedAdapters | HotSwapAdapters | None = None
+        if config.hot_swaps_adapters:
+            assert config.adapters.hotswap_rank is not None
+            self.adapters = HotSwapAdapters(
+                self.model.pipeline,
+                config.adapters.hotswap_rank,
+                config.name,
+                tiny_cache,
+                self.metrics,
+            )
+        elif self.model.family.traits.supports_adapters:
             self.adapters = LoadedAdapters(
                 self.model.pipeline,
                 config.adapters.max_loaded,

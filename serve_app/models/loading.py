@@ -16,6 +16,7 @@ import torch
 
 from serve_app.config import ModelConfig
 from serve_app.families import FAMILIES
+from serve_app.models.adapters import denoiser_name, prepare_hotswap_slot
 from serve_app.models.base import PipelineFamily
 from serve_app.models.custom_weights import WeightsReport, load_custom_weights
 from serve_app.models.vision_chat import ChatModel, VisionChatFamily
@@ -107,10 +108,14 @@ def load_model(config: ModelConfig, tiny_cache: Path) -> LoadedModel:
     if device == "cuda":
         _tune_for_cuda(pipeline)
     if config.compile:
-        denoiser = "transformer" if hasattr(pipeline, "transformer") else "unet"
+        if config.hot_swaps_adapters:
+            assert config.adapters.hotswap_rank is not None
+            prepare_hotswap_slot(pipeline, config.adapters.hotswap_rank)
+        denoiser = denoiser_name(pipeline)
         # Compiled on the first calls of each shape: the replica's warm-up makes them
         # (warmup.sizes x warmup.batch_sizes) before it takes traffic.
-        setattr(pipeline, denoiser, torch.compile(getattr(pipeline, denoiser)))
+        compiled = torch.compile(getattr(pipeline, denoiser), backend=config.compile_backend)
+        setattr(pipeline, denoiser, compiled)
     return LoadedModel(pipeline, family, device, dtype, checkpoint, report)
 
 
@@ -132,7 +137,9 @@ def load_chat_model(config: ModelConfig, tiny_cache: Path) -> LoadedChatModel:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     if config.compile:
-        chat.model.forward = torch.compile(chat.model.forward, dynamic=True)
+        chat.model.forward = torch.compile(
+            chat.model.forward, dynamic=True, backend=config.compile_backend
+        )
     return LoadedChatModel(chat, family, device, dtype, checkpoint)
 
 
