@@ -267,6 +267,11 @@ class ModelEngine:
                 raise CallStopped(step)
             if plans and latents is not None:
                 self._previews_at(step, latents, group, plans)
+            if plans and step >= total and self.previews is not None:
+                # The pipeline decodes its images next, with the VAE a preview may still be
+                # using on the worker: Qwen-Image's keeps a feature cache per decode, and
+                # two at once corrupt each other's.
+                self.previews.settle()
 
         return on_step
 

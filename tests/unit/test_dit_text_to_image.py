@@ -5,6 +5,8 @@ determinism per seed, batching equivalence, guidance and previews."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -70,6 +72,42 @@ def test_previews_of_the_packed_latents_leave_the_image_as_it_was(engine):
     plain = engine.run_batch([replace(request, partial_images=0)])[0]
     assert np.array_equal(streamed.pixels[0], plain.pixels[0])
     assert [(p.step, p.width, p.height) for p in seen] == [(1, 64, 48), (2, 64, 48)]
+
+
+def test_the_final_decode_never_overlaps_a_preview_decode(engine):
+    """Previews decode on a worker thread with the pipeline's VAE; Qwen-Image's keeps a
+    feature cache per decode, so a preview still decoding when the call decodes its
+    images corrupted them (CI saw it). Here every preview decode is slow, so without the
+    wait at the last step the final decode would start inside one."""
+    vae = engine.model.pipeline.vae
+    original = vae.decode
+    lock = threading.Lock()
+    inside: list[int] = [0]
+    seen_inside: list[int] = []
+
+    def watched(*args, **kwargs):
+        with lock:
+            inside[0] += 1
+            seen_inside.append(inside[0])
+        try:
+            if threading.current_thread().name.startswith("previews"):
+                time.sleep(0.5)
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    previews: list[PartialImage] = []
+    request = replace(spec(seeds=(5,)), steps=3, partial_images=2)
+    vae.decode = watched
+    try:
+        streamed = engine.run_batch([ImageTask(request, previews.append)])[0]
+    finally:
+        del vae.decode  # the class's method again
+    assert len(previews) == 2 and len(seen_inside) == 3  # two previews, one final decode
+    assert max(seen_inside) == 1
+    plain = engine.run_batch([replace(request, partial_images=0)])[0]
+    assert np.array_equal(streamed.pixels[0], plain.pixels[0])
 
 
 def test_qwen_true_cfg_follows_guidance_and_the_negative_prompt(qwen):
