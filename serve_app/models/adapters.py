@@ -239,7 +239,6 @@ class HotSwapAdapters:
         self.metrics = metrics or ServiceMetrics()
         self.model_name = model_name
         self.tiny_root = tiny_root
-        self.max_loaded = 1
         self._slot: AdapterUse | None = None
         # Each layer's scale at 1.0 for the adapter in the slot (its alpha over its rank).
         self._unit_scales: dict[torch.nn.Module, float] = {}
