@@ -55,6 +55,15 @@ def _service_errors() -> Iterator[None]:
         ) from None
 
 
+def _cancel_quietly(response) -> None:
+    """Cancel a handle call whatever became of it. Where Serve's router runs in its own
+    loop, `cancel()` reads the call's result first and raises what the call raised (the
+    router's BackPressureError, say), which would replace the envelope error already on
+    its way to the caller."""
+    with contextlib.suppress(Exception):
+        response.cancel()
+
+
 class HandlePromptBackend:
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
@@ -148,7 +157,7 @@ class HandleModelBackend:
                 async for item in generator:
                     yield item
         finally:
-            generator.cancel()
+            _cancel_quietly(generator)
 
     async def health(self) -> dict[str, Any]:
         return await _call(self.handle.health)

@@ -30,6 +30,10 @@ def overload_url(base_url):
             await asyncio.sleep(seconds)
             return "done"
 
+        async def stream(self, seconds: float):
+            await asyncio.sleep(seconds)
+            yield "done"
+
         async def health(self) -> dict:
             return {}
 
@@ -46,15 +50,25 @@ def overload_url(base_url):
         async def work(self) -> dict:
             return {"result": await self.backend.run(1.0)}
 
+        @front_app.get("/stream")
+        async def stream(self) -> dict:
+            return {"result": [item async for item in self.backend.stream(1.0)]}
+
     serve.run(Front.bind(Slow.bind()), name="overload", route_prefix="/overload")
     yield f"{base_url}/overload"
     serve.delete("overload")
 
 
-def test_a_full_queue_answers_503_with_retry_after_in_the_envelope(overload_url):
+@pytest.mark.parametrize("route", ["work", "stream"])
+def test_a_full_queue_answers_503_with_retry_after_in_the_envelope(overload_url, route):
+    """`stream` is the handle's streaming call (image previews, chat deltas): its refusal
+    arrives at the first item, and the call's cancellation must not raise it again."""
+
     async def flood() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(*(client.get(f"{overload_url}/work") for _ in range(CALLS)))
+            return await asyncio.gather(
+                *(client.get(f"{overload_url}/{route}") for _ in range(CALLS))
+            )
 
     answers = asyncio.run(flood())
     statuses = [a.status_code for a in answers]
