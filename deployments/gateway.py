@@ -44,7 +44,7 @@ class Gateway:
                 "loopback only; the HTTP proxy binds %s",
                 host,
             )
-        prompts, model_backends = backends(templater, models)
+        prompts, model_backends = backends(templater, models, config.gateway.overload_wait_s)
         self.parts = await asyncio.to_thread(
             gateway_parts,
             config,

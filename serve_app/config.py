@@ -482,6 +482,18 @@ class GatewayConfig(StrictModel):
     request_timeout_s: float = Field(660, gt=0)
     # Per route prefix ("/v1/models": 10): the longest matching prefix wins.
     route_timeouts_s: dict[str, float] = Field(default_factory=dict)
+    # A request a model refuses for capacity waits in line this long, first come first
+    # served, before its 503 (0: the refusal is answered at once).
+    overload_wait_s: float = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _line_within_model_timeout(self) -> GatewayConfig:
+        if self.overload_wait_s >= self.model_timeout_s:
+            raise ValueError(
+                f"overload_wait_s={self.overload_wait_s:g} must be below model_timeout_s="
+                f"{self.model_timeout_s:g}: a request waiting in line would time out first"
+            )
+        return self
 
     @field_validator("route_timeouts_s")
     @classmethod

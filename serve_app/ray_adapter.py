@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 from ray import serve
@@ -20,14 +20,26 @@ from serve_app.errors import ErrorCode, ServiceError, ServiceUnavailableError
 from serve_app.models.chat_spec import ChatResult, ChatSpec
 from serve_app.models.spec import EditSpec, GenerationResult, GenerationSpec, adapter_set_id
 from serve_app.prompts import PromptRequest, RenderedPrompt
+from serve_app.service.overload_line import OverloadLine
 from serve_app.service.readiness import ReplicaCount
 
 # A health check answers within seconds, whatever the controller is doing.
 CONTROLLER_TIMEOUT_S = 2.0
 # How old the controller's view of failed deployments may get before it is asked again.
 FAILED_VIEW_MAX_AGE_S = 5.0
+# What a stream that ends before its first item gives the line.
+_ENDED = object()
 # A model Serve gave up starting stays down until an operator redeploys it.
 FAILED_MODEL_RETRY_AFTER_S = 30
+
+
+async def _answer(response) -> Any:
+    with _service_errors():
+        return await response
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 async def _call(handle_method, *args) -> Any:
@@ -108,9 +120,16 @@ class FailedDeployments:
 
 
 class HandleModelBackend:
-    def __init__(self, handle: DeploymentHandle, failed: FailedDeployments | None = None):
+    def __init__(
+        self,
+        handle: DeploymentHandle,
+        failed: FailedDeployments | None = None,
+        line: OverloadLine | None = None,
+    ):
         self.handle = handle
         self.failed = failed
+        # Off unless given: the JobRunner has its own way with a full model (the job waits).
+        self.line = line or OverloadLine(0)
 
     def _for(self, spec: GenerationSpec | EditSpec | ChatSpec) -> DeploymentHandle:
         """The handle for a request: one with LoRA adapters goes, where Serve can, to a
@@ -134,7 +153,21 @@ class HandleModelBackend:
         self, spec: GenerationSpec | EditSpec | ChatSpec
     ) -> GenerationResult | ChatResult:
         self._check_started()
-        call = asyncio.ensure_future(_call(self._for(spec).run, spec))
+        handle = self._for(spec)
+
+        async def send() -> Awaitable[Any]:
+            response = handle.run.remote(spec)
+            try:
+                with _service_errors():
+                    # Returns once Serve assigned the call to a replica: the method
+                    # `await response` itself starts with (no public one says "taken").
+                    await response._fetch_future_result_async()
+            except BaseException:
+                _cancel_quietly(response)
+                raise
+            return _answer(response)
+
+        call = asyncio.ensure_future(self.line.send(send))
         try:
             # A call sent while the view was stale, to a model that then failed to start,
             # would wait for a replica until the request's deadline: look again now and then.
@@ -151,25 +184,45 @@ class HandleModelBackend:
         iterator (the client went away) cancels the replica's generator, which abandons
         the request there."""
         self._check_started()
-        generator = self._for(spec).options(stream=True).stream.remote(spec)
+        handle = self._for(spec).options(stream=True)
+        generator = None
+
+        async def send() -> Awaitable[Any]:
+            nonlocal generator
+            if generator is not None:  # refused: its generator ended
+                _cancel_quietly(generator)
+            generator = handle.stream.remote(spec)
+            # Replicas answer a stream's first item at once (StreamAccepted), so it marks
+            # the call taken; a refusal for capacity comes instead of it.
+            with _service_errors():
+                first = await anext(generator, _ENDED)
+            return _ready(first)
+
         try:
+            first = await self.line.send(send)
+            if first is _ENDED:
+                return
+            yield first
             with _service_errors():
                 async for item in generator:
                     yield item
         finally:
-            _cancel_quietly(generator)
+            if generator is not None:
+                _cancel_quietly(generator)
 
     async def health(self) -> dict[str, Any]:
         return await _call(self.handle.health)
 
 
 def backends(
-    templater: DeploymentHandle, models: dict[str, DeploymentHandle]
+    templater: DeploymentHandle, models: dict[str, DeploymentHandle], overload_wait_s: float = 0
 ) -> tuple[HandlePromptBackend, dict[str, HandleModelBackend]]:
-    """The image service's backends over the graph's handles (Gateway and JobRunner)."""
+    """The image service's backends over the graph's handles (Gateway and JobRunner);
+    `overload_wait_s` gives each model an overload line (the Gateway's)."""
     failed = FailedDeployments()
     return HandlePromptBackend(templater), {
-        name: HandleModelBackend(handle, failed) for name, handle in models.items()
+        name: HandleModelBackend(handle, failed, OverloadLine(overload_wait_s))
+        for name, handle in models.items()
     }
 
 

@@ -128,3 +128,60 @@ class RssSampler(BackgroundLoop):
             # Growth over the second half: what "levels off" means here.
             "second_half_growth": round(max(half) - half[0]),
         }
+
+
+class SdkFleet:
+    """`callers` OpenAI SDK clients as shipped (two retries, each after the Retry-After
+    given), one thread each, every caller sending `rounds` image requests in a row. Kept:
+    each request's outcome (1 image, or the SDK's error) and when each HTTP attempt left."""
+
+    def __init__(self, url: str, model: str, callers: int, rounds: int = 1):
+        self.url, self.model, self.callers, self.rounds = url, model, callers, rounds
+        self.completed: list[float] = []  # latency of each request that got its image
+        self.failed: list[Exception] = []
+        self.attempts: dict[tuple[int, int], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, timeout_s: float = 600) -> float:
+        """Seconds the fleet took; every caller's thread is done when it returns."""
+        started = time.monotonic()
+        threads = [threading.Thread(target=self._caller, args=(i,)) for i in range(self.callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=max(1.0, started + timeout_s - time.monotonic()))
+        assert not any(t.is_alive() for t in threads), "an SDK caller did not finish in time"
+        return time.monotonic() - started
+
+    def _caller(self, index: int) -> None:
+        import openai
+
+        current = {"round": 0}
+
+        def sent(_request: httpx.Request) -> None:  # on this caller's thread
+            self.attempts.setdefault((index, current["round"]), []).append(time.monotonic())
+
+        http = openai.DefaultHttpxClient(event_hooks={"request": [sent]})
+        client = openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key="unused-locally", http_client=http
+        )
+        try:
+            for round_index in range(self.rounds):
+                current["round"] = round_index
+                started = time.monotonic()
+                try:
+                    result = client.images.generate(
+                        model=self.model,
+                        prompt=f"sdk caller {index}",
+                        size="64x64",
+                        response_format="b64_json",
+                        extra_body={"steps": 2},
+                    )
+                    assert len(result.data) == 1, result
+                    with self._lock:
+                        self.completed.append(time.monotonic() - started)
+                except openai.OpenAIError as error:
+                    with self._lock:
+                        self.failed.append(error)
+        finally:
+            client.close()

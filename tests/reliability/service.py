@@ -156,6 +156,19 @@ class Campaign:
         self.config_file.write_text(yaml.safe_dump(self.config))
         run([str(BIN / "serve"), "deploy", str(self.config_file)], self.env, self.root)
 
+    def set_gateway(self, **options) -> None:
+        """Redeploy with these `gateway:` settings, as an operator edits the config and runs
+        `serve deploy` again; returns once a new Gateway serves and readiness says 200."""
+        old = set(self.replica_pids("Gateway"))
+        self.config["applications"][0]["args"].setdefault("gateway", {}).update(options)
+        self.config_file.write_text(yaml.safe_dump(self.config))
+        run([str(BIN / "serve"), "deploy", str(self.config_file)], self.env, self.root)
+        wait_until(
+            lambda: (pids := set(self.replica_pids("Gateway"))) and not pids & old and self.ready(),
+            300,
+            "the redeployed Gateway",
+        )
+
     def ready(self) -> bool:
         try:
             return httpx.get(f"{self.url}/v1/health/ready", timeout=10).status_code == 200

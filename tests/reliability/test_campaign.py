@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections import Counter
 from itertools import pairwise
@@ -22,7 +21,14 @@ from serve_app.errors import ErrorCode
 from tests.hostile_input import JSON_VALUES, ROUTES, mutated, near_valid
 from tests.integration.jobs_helpers import generation_job, verified_events, wait_until
 from tests.reliability.figures import LONG
-from tests.reliability.load import GENERATION, ClosedLoop, RssSampler, percentile, statuses
+from tests.reliability.load import (
+    GENERATION,
+    ClosedLoop,
+    RssSampler,
+    SdkFleet,
+    percentile,
+    statuses,
+)
 from tests.reliability.service import MODEL, admission_bound
 
 pytestmark = pytest.mark.integration
@@ -86,61 +92,28 @@ def test_a_burst_of_openai_sdk_callers_is_admitted_or_refused_in_a_way_the_sdk_r
     import openai
 
     callers = 2 * admission_bound()
-    done: list[int] = []
-    failed: list[str] = []
-    attempts: dict[int, list[float]] = {index: [] for index in range(callers)}
-    lock = threading.Lock()
-
-    def caller(index: int) -> None:
-        def sent(_request: httpx.Request) -> None:
-            attempts[index].append(time.monotonic())
-
-        http = openai.DefaultHttpxClient(event_hooks={"request": [sent]})
-        client = openai.OpenAI(
-            base_url=f"{campaign.url}/v1", api_key="unused-locally", http_client=http
-        )
-        try:
-            result = client.images.generate(
-                model=MODEL,
-                prompt=f"sdk caller {index}",
-                size="64x64",
-                response_format="b64_json",
-                extra_body={"steps": 2},
-            )
-            with lock:
-                done.append(len(result.data))
-        except openai.OpenAIError as error:
-            with lock:
-                failed.append(error)
-        finally:
-            client.close()
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
+    fleet = SdkFleet(campaign.url, MODEL, callers)
+    seconds = fleet.run()
     figures.record(
         "OpenAI SDK fleet, 2x admission bound",
         callers=callers,
         sdk_requests=callers,
-        completed=len(done),
-        failed=len(failed),
-        seconds=round(time.monotonic() - started),
+        completed=len(fleet.completed),
+        failed=len(fleet.failed),
+        seconds=round(seconds),
     )
-    assert len(done) + len(failed) == callers
-    assert done == [1] * len(done) and len(done) >= admission_bound()
-    for error in failed:
+    assert len(fleet.completed) + len(fleet.failed) == callers
+    assert len(fleet.completed) >= admission_bound()
+    for error in fleet.failed:
         assert isinstance(error, openai.InternalServerError), repr(error)
         assert error.status_code == 503 and error.response.headers["retry-after"], error
         assert error.code == ErrorCode.MODEL_OVERLOADED, error.body
     # Refused callers used the SDK's every retry, each after the Retry-After it was given.
-    for times in attempts.values():
+    for times in fleet.attempts.values():
         assert 1 <= len(times) <= SDK_ATTEMPTS, times
         gaps = [later - earlier for earlier, later in pairwise(times)]
         assert all(gap >= RETRY_AFTER_S * 0.9 for gap in gaps), gaps
-    assert sum(len(times) == SDK_ATTEMPTS for times in attempts.values()) >= len(failed)
+    assert sum(len(t) == SDK_ATTEMPTS for t in fleet.attempts.values()) >= len(fleet.failed)
 
 
 def job_or_none(client: httpx.Client, job_id: str) -> dict | None:
@@ -531,6 +504,50 @@ def test_hostile_requests_get_4xx_and_leave_memory_where_it_was(campaign, figure
     # Hypothesis may stop short of max_examples when it stops finding new cases.
     assert sum(answers.values()) >= HOSTILE_CASES // 2, answers
     assert memory["end"] - memory["start"] < LEVEL_MIB, memory
+
+
+# Rounds per SDK caller under sustained overload; the line's wait, far above what the
+# slowest caller should need (a round of 2x the bound drains in ~15 s on 2 cores).
+SUSTAINED_ROUNDS = 4 if LONG else 2
+LINE_WAIT_S = 120
+
+
+def test_sustained_sdk_callers_all_complete_with_an_overload_line(campaign, figures):
+    """Twice the admission bound of OpenAI SDK callers, each sending SUSTAINED_ROUNDS requests
+    in a row: sustained overload, which the SDK's two retries alone do not ride out (a
+    caller whose request finishes takes its own freed slot, so the refused get in only by
+    luck). Measured as deployed, then with the Gateway's overload line on (refused
+    requests wait their turn in the Gateway): with the line every request completes."""
+    callers = 2 * admission_bound()
+    without = SdkFleet(campaign.url, MODEL, callers, SUSTAINED_ROUNDS)
+    without_s = without.run()
+    campaign.set_gateway(overload_wait_s=LINE_WAIT_S)
+    with_line = SdkFleet(campaign.url, MODEL, callers, SUSTAINED_ROUNDS)
+    with_line_s = with_line.run()
+    sent = callers * SUSTAINED_ROUNDS
+    figures.record(
+        "OpenAI SDK callers in a row, 2x admission bound",
+        callers=callers,
+        rounds=SUSTAINED_ROUNDS,
+        sdk_requests=sent,
+        without_line={
+            "completed": len(without.completed),
+            "failed": len(without.failed),
+            "seconds": round(without_s),
+        },
+        with_line={
+            "completed": len(with_line.completed),
+            "failed": len(with_line.failed),
+            "seconds": round(with_line_s),
+            "p99_s": round(percentile(with_line.completed, 0.99), 1),
+        },
+        overload_wait_s=LINE_WAIT_S,
+    )
+    assert len(without.completed) + len(without.failed) == sent
+    assert with_line.failed == [] and len(with_line.completed) == sent
+    # Nobody needed the SDK's retries: the line held them instead of refusing.
+    assert max(len(times) for times in with_line.attempts.values()) == 1
+    assert percentile(with_line.completed, 0.99) < LINE_WAIT_S
 
 
 def test_the_logs_hold_no_secret_no_whole_prompt_and_no_image_bytes(campaign, figures):

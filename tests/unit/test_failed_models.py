@@ -29,12 +29,33 @@ class Controller:
         self.replicas[name] = ReplicaCount("DEPLOY_FAILED", 0, 1, 1)
 
 
-class Method:
-    def __init__(self, answer):
-        self.answer = answer
+class Response:
+    """What a handle call gives: taken by a replica (the awaitable the backend waits on
+    first, as Ray's DeploymentResponse does), then answered; or never taken."""
 
-    def remote(self, *args):
-        return self.answer()
+    def __init__(self, answers: bool):
+        self.answers = answers
+
+    async def _fetch_future_result_async(self) -> None:
+        if not self.answers:
+            await asyncio.Event().wait()  # no replica ever comes
+
+    def __await__(self):
+        return self._answer().__await__()
+
+    async def _answer(self) -> str:
+        return "image"
+
+    def cancel(self) -> None:
+        pass
+
+
+class Method:
+    def __init__(self, answers: bool):
+        self.answers = answers
+
+    def remote(self, *args) -> Response:
+        return Response(self.answers)
 
 
 class Handle:
@@ -42,13 +63,7 @@ class Handle:
 
     def __init__(self, name: str, answers: bool):
         self.deployment_name = name
-        self.run = Method(self.answer if answers else self.never)
-
-    async def answer(self):
-        return "image"
-
-    async def never(self):
-        await asyncio.Event().wait()
+        self.run = Method(answers)
 
 
 @pytest.fixture
