@@ -34,6 +34,7 @@ FAILED_MODEL_RETRY_AFTER_S = 30
 
 
 async def _answer(response) -> Any:
+    """A handle call's result, with its errors as _service_errors turns them."""
     with _service_errors():
         return await response
 
@@ -44,8 +45,7 @@ async def _ready(value: Any) -> Any:
 
 async def _call(handle_method, *args) -> Any:
     """Await a handle call; errors come out as the ServiceError the callee raised, or a 503."""
-    with _service_errors():
-        return await handle_method.remote(*args)
+    return await _answer(handle_method.remote(*args))
 
 
 @contextlib.contextmanager

@@ -153,21 +153,24 @@ class Campaign:
         (model,) = [m for m in application["args"]["models"] if m["name"] == MODEL]
         application["args"]["models"].append({**model, "name": name, "path": str(path)})
         application["deployments"].append({**local_deployment(MODEL), "name": name})
-        self.config_file.write_text(yaml.safe_dump(self.config))
-        run([str(BIN / "serve"), "deploy", str(self.config_file)], self.env, self.root)
+        self._deploy()
 
     def set_gateway(self, **options) -> None:
         """Redeploy with these `gateway:` settings, as an operator edits the config and runs
         `serve deploy` again; returns once a new Gateway serves and readiness says 200."""
         old = set(self.replica_pids("Gateway"))
         self.config["applications"][0]["args"].setdefault("gateway", {}).update(options)
-        self.config_file.write_text(yaml.safe_dump(self.config))
-        run([str(BIN / "serve"), "deploy", str(self.config_file)], self.env, self.root)
+        self._deploy()
         wait_until(
             lambda: (pids := set(self.replica_pids("Gateway"))) and not pids & old and self.ready(),
             300,
             "the redeployed Gateway",
         )
+
+    def _deploy(self) -> None:
+        """`serve deploy` of the config as it now stands."""
+        self.config_file.write_text(yaml.safe_dump(self.config))
+        run([str(BIN / "serve"), "deploy", str(self.config_file)], self.env, self.root)
 
     def ready(self) -> bool:
         try:

@@ -109,6 +109,7 @@ def test_a_burst_of_openai_sdk_callers_is_admitted_or_refused_in_a_way_the_sdk_r
         assert error.status_code == 503 and error.response.headers["retry-after"], error
         assert error.code == ErrorCode.MODEL_OVERLOADED, error.body
     # Refused callers used the SDK's every retry, each after the Retry-After it was given.
+    assert len(fleet.attempts) == callers  # every caller sent
     for times in fleet.attempts.values():
         assert 1 <= len(times) <= SDK_ATTEMPTS, times
         gaps = [later - earlier for earlier, later in pairwise(times)]
