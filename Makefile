@@ -24,10 +24,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Ray starts its workers at niceness 15 to keep its own daemons responsive; the replicas
-# are this node's workload, so they run at 0 (README, Batching: measured on 2 cores).
+# Ray's process settings (HAProxy in front, gRPC between replicas, replicas at niceness 0)
+# are configs/ray.env's and take precedence over the caller's environment; RAY_ENV=<file>
+# starts Ray with another set (benchmarks/serve_flags.sh compares them).
+RAY_ENV ?= configs/ray.env
 serve: install
-	RAY_worker_niceness=0 $(BIN)/serve run $(CONFIG)
+	env $$(grep -v '^#' $(RAY_ENV)) $(BIN)/serve run $(CONFIG)
 
 lint: install
 	$(BIN)/ruff check .

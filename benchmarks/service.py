@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,13 +25,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+RAY_ENV_FILE = REPO / "configs/ray.env"
+
+
+def ray_environment(path: Path = RAY_ENV_FILE) -> dict[str, str]:
+    """The `NAME=value` lines of configs/ray.env: Ray's process settings for this service."""
+    settings = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            settings[name.strip()] = value.strip()
+    return settings
+
+
 @contextmanager
 def ray_session(num_cpus: int, num_gpus: int | None = None) -> Iterator[None]:
     """A local Ray instance owned by this process: ended with it, never anyone else's."""
     import ray
 
-    # As `make serve` starts Ray: replicas at niceness 0, like the baselines' processes.
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    # As `make serve` starts Ray (its workers inherit this environment); a variable set
+    # by the caller wins, so a run can try another setting.
+    for name, value in ray_environment().items():
+        os.environ.setdefault(name, value)
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,

@@ -18,6 +18,7 @@ import httpx
 import yaml
 from sqlalchemy.engine import make_url
 
+from benchmarks.service import ray_environment
 from tests.databases import postgres_schema_url
 from tests.helpers import free_port, local_serve_config, scratch_args
 from tests.integration.cluster import BIN, RayNode, dashboard_up, run
@@ -129,7 +130,8 @@ class Campaign:
         self.env = {
             **os.environ,
             **SERVICE_ENVIRONMENT,
-            "RAY_worker_niceness": "0",
+            # Ray's settings as `make serve` starts them (HAProxy in front, gRPC hops).
+            **ray_environment(),
             # A token of its own: a local ray.init (the integration tests') leaves one in
             # ~/.ray that `ray start` would take up and `serve deploy` would lack.
             "RAY_AUTH_MODE": "token",

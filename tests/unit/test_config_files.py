@@ -10,12 +10,14 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import EncodingType, ServeDeploySchema
 
+from benchmarks.service import ray_environment
 from serve_app.config import RESERVED_DEPLOYMENT_NAMES, AppConfig
 from serve_app.prompts import PromptCatalog
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 RAYSERVICE = CONFIGS / "kuberay/rayservice.yaml"
+RAY_SETTINGS = ray_environment(CONFIGS / "ray.env")
 SERVE_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "templates.yaml")
 
 
@@ -137,7 +139,8 @@ def test_rayservice_cluster_has_gpu_workers_and_secrets_from_k8s_secrets():
             # all come from Kubernetes secrets; Ray's tuning knobs are plain values.
             ours = [item for name, item in env.items() if name.startswith("IMAGE_SERVICE_")]
             assert ours and all("value" not in item for item in ours)
-            assert env["RAY_worker_niceness"]["value"] == "0"
+            # Ray's process settings are configs/ray.env's, in every pod.
+            assert {name: env[name].get("value") for name in RAY_SETTINGS} == RAY_SETTINGS
             # Where production.yaml keeps images, every pod has the shared volume.
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
             assert "/mnt/shared/images" in mounts
